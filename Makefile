@@ -1,0 +1,50 @@
+# Two commands for a fresh machine (see README):
+#   make book   executes every notebook on the embedded SynthFER data and builds the HTML report
+#   make test   runs the unit tests and replays the committed notebooks under nbval
+# Both create .venv and install the pinned dependencies when it is missing or out of date.
+
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
+EXECUTED := $(NOTEBOOKS:.py=.ipynb)
+
+.PHONY: test book notebooks unit nbval benchmark clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--nbval-cell-timeout 900 -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -p no:cacheprovider
+
+nbval: $(STAMP)
+	$(PY) -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--nbval-cell-timeout 900 -p no:cacheprovider
+
+# Execute each notebook in place with its default (smoke) parameters: the .py is the source,
+# jupytext refreshes the .ipynb's inputs, papermill runs it in notebooks/ (as nbval does).
+notebooks: $(STAMP)
+	@for src in $(NOTEBOOKS); do \
+		nb=$${src%.py}.ipynb; echo "== executing $$nb"; \
+		$(VENV)/bin/jupytext --quiet --to ipynb --update $$src || exit 1; \
+		$(VENV)/bin/papermill $$nb $$nb -k python3 --cwd notebooks --log-level WARNING || exit 1; \
+	done
+
+book: notebooks
+	rm -rf book/notebooks && mkdir -p book/notebooks
+	cp $(EXECUTED) book/notebooks/
+	$(VENV)/bin/jupyter-book build book --quiet
+	@echo "The report is at book/_build/html/index.html"
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf book/_build book/notebooks results notebooks/results

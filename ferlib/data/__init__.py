@@ -1,0 +1,1 @@
+"""Datasets, manifests, protocols, folds and the uint8 image cache."""

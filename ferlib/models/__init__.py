@@ -1,0 +1,1 @@
+"""The study's networks: one file per paper, plus the plain CNN baseline."""
