@@ -44,3 +44,27 @@ class PlainCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(x)))
+
+
+class BaselineTask:
+    """The engine's task for PlainCNN: cross-entropy, one Adam optimiser."""
+
+    def __init__(self, model: PlainCNN, lr: float, weight_decay: float):
+        self.model = model
+        self.modules = {"model": model}
+        self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)}
+        self.schedulers = {}
+        self.device = torch.device("cpu")  # set by the engine
+
+    def train_step(self, batch, step: int) -> dict[str, float]:
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        with self.amp.autocast():
+            loss = nn.functional.cross_entropy(self.model(batch["image"]), batch["label"])
+        self.amp.backward(loss)
+        self.amp.step(opt)
+        return {"loss": loss.item()}
+
+    def predict(self, batch):
+        features = self.model.features(batch["image"])
+        return self.model.classifier(features), batch["label"], features

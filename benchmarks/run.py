@@ -1,0 +1,128 @@
+"""Throughput and memory of the study's moving parts, on the CPU or on a GPU when present.
+
+    python benchmarks/run.py            # the table for this machine
+    python benchmarks/run.py --quick    # fewer steps (used by the tests)
+
+Rows: SynthFER rendering (images/s on one core), the cached loader (images/s through
+FERDataset + DataLoader with the baseline transform), and one row per method: training images/s
+at its `paper` preset's resolution and batch size (a few steps on the CPU; more on a GPU), with
+peak memory. Methods add themselves to `METHODS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ferlib.data import synth  # noqa: E402
+from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
+from ferlib.data.transforms import make_transform  # noqa: E402
+from ferlib.engine import resolve_device  # noqa: E402
+from ferlib.experiments import baseline  # noqa: E402
+
+
+@dataclass
+class Row:
+    what: str
+    setting: str
+    images_per_s: float
+    peak_memory_mib: float
+
+    def line(self) -> str:
+        return f"| {self.what} | {self.setting} | {self.images_per_s:,.0f} | {self.peak_memory_mib:,.0f} |"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mib()
+
+
+def bench_render(quick: bool) -> Row:
+    torch.set_num_threads(1)
+    n = 200 if quick else 1000
+    rate = synth.benchmark_render(n=n, size=64)
+    return Row("SynthFER render", "64 px, 1 core", rate, peak_rss_mib())
+
+
+def bench_loader(quick: bool) -> Row:
+    data = synth.generate("ckplus", scale=0.25, size=64, seed=0)
+    cache = ImageCache.from_arrays(data.images, data.manifest)
+    ds = FERDataset(cache, range(len(cache)), data.classes, transform=make_transform("baseline", train=True, size=64))
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=0)
+    n, t0 = 0, time.perf_counter()
+    for epoch in range(1 if quick else 3):
+        for batch in loader:
+            n += len(batch["label"])
+    return Row("cached loader", "64 px, baseline transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
+
+
+def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int) -> Row:
+    """Train `steps` steps on random data shaped like the paper preset's input."""
+    task = make_task()
+    for m in task.modules.values():
+        m.to(device).train()
+    c, h, w = input_shape
+    gen = torch.Generator().manual_seed(0)
+    batch = {
+        "image": torch.rand(batch_size, c, h, w, generator=gen).to(device),
+        "label": torch.randint(0, 7, (batch_size,), generator=gen).to(device),
+        "subject": torch.randint(0, 10, (batch_size,), generator=gen).to(device),
+    }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    task.train_step(batch, 0)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        task.train_step(batch, step + 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rate = steps * batch_size / (time.perf_counter() - t0)
+    return Row(f"train {name}", f"{h}x{w}, batch {batch_size}, {device.type}", rate, peak_memory_mib(device))
+
+
+def method_rows(device: torch.device, quick: bool) -> list[Row]:
+    steps = (2 if quick else 5) if device.type == "cpu" else 50
+    rows = []
+    cfg = baseline.BaselineConfig.from_preset("paper")
+    rows.append(bench_training(
+        "baseline (PlainCNN)", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3, device=device),
+        (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu or cuda")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    threads = torch.get_num_threads()
+    rows = [bench_render(args.quick)]
+    torch.set_num_threads(threads)
+    rows.append(bench_loader(args.quick))
+    rows += method_rows(device, args.quick)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
+    print(f"device: {name}; torch {torch.__version__}")
+    print("| what | setting | images/s | peak memory (MiB) |")
+    print("| --- | --- | ---: | ---: |")
+    for row in rows:
+        print(row.line())
+
+
+if __name__ == "__main__":
+    main()

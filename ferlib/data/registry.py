@@ -1,0 +1,146 @@
+"""Dataset names and `load_dataset`: SynthFER in memory, or a real dataset from its root.
+
+Real datasets: ckplus, mmi, oulu, bu3dfe, bu4dfe, rafdb, ferplus (described, with the owners'
+layout and where to request them, in `data_manifests/datasets/<name>.yaml`). SynthFER presets
+are `synth-<preset>` and need no data. A real name without a usable `data_root` stops with a
+`DatasetNotFound` that says what the study expects and where to get it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ferlib.errors import DatasetNotFound, FerlibError, UnknownName
+
+MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+REAL_DATASETS = ("ckplus", "mmi", "oulu", "bu3dfe", "bu4dfe", "rafdb", "ferplus")
+SYNTH_PREFIX = "synth-"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the study knows about one real dataset (from its YAML)."""
+
+    name: str
+    display_name: str
+    kind: str                       # "sequences" or "images"
+    owner: str
+    request: str                    # how and where to request it
+    layout: str                     # the owners' layout as a short tree
+    markers: tuple[tuple[str, ...], ...]  # globs: each group needs one match under data_root
+    label_map: dict[Any, str]       # the owners' label code -> canonical name
+    classes: tuple[str, ...]
+    facts: dict[str, Any]
+    notes: str
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """Images (N,H,W,C) uint8 with their manifest, row i = image i."""
+
+    images: np.ndarray
+    manifest: pd.DataFrame
+    classes: tuple[str, ...]
+    source: str                     # which data this is, in words
+
+
+def read_dataset_info(path: Path) -> DatasetInfo:
+    raw = yaml.safe_load(path.read_text())
+    markers = tuple((m,) if isinstance(m, str) else tuple(m) for m in raw["markers"])
+    return DatasetInfo(
+        name=raw["name"], display_name=raw["display_name"], kind=raw["kind"], owner=raw["owner"],
+        request=" ".join(raw["request"].split()), layout=raw["layout"].rstrip(), markers=markers,
+        label_map=dict(raw["label_map"]), classes=tuple(raw["classes"]), facts=dict(raw.get("facts") or {}),
+        notes=" ".join(str(raw.get("notes", "")).split()),
+    )
+
+
+def load_dataset_infos(directory: Path = MANIFESTS_DIR / "datasets") -> dict[str, DatasetInfo]:
+    return {name: read_dataset_info(directory / f"{name}.yaml") for name in REAL_DATASETS}
+
+
+DATASETS: dict[str, DatasetInfo] = load_dataset_infos()
+
+
+def synth_presets() -> tuple[str, ...]:
+    from ferlib.data import synth
+    return tuple(synth.PRESETS)
+
+
+def dataset_names() -> list[str]:
+    """Every valid dataset name: the real ones, then `synth-<preset>` for each SynthFER preset."""
+    return list(REAL_DATASETS) + [SYNTH_PREFIX + p for p in synth_presets()]
+
+
+def base_name(dataset: str) -> str:
+    """"synth-ckplus" -> "ckplus"; a real name is its own base."""
+    return dataset[len(SYNTH_PREFIX):] if dataset.startswith(SYNTH_PREFIX) else dataset
+
+
+def check_dataset_name(dataset: str) -> str:
+    if dataset not in REAL_DATASETS and not (dataset.startswith(SYNTH_PREFIX) and base_name(dataset) in synth_presets()):
+        raise UnknownName("dataset", dataset, dataset_names())
+    return dataset
+
+
+def not_found(info: DatasetInfo, problem: str) -> DatasetNotFound:
+    return DatasetNotFound(
+        f"{info.display_name} ({info.name}): {problem}.\n"
+        f"The study expects the owners' layout:\n{info.layout}\n"
+        f"To get {info.display_name}: {info.request}.\n"
+        f"Without it, use dataset='{SYNTH_PREFIX}{info.name}' (SynthFER, no download needed)."
+    )
+
+
+def missing_marker(root: Path, markers: tuple[tuple[str, ...], ...]) -> str | None:
+    """The first marker group with no match under root (as "a or b"), or None if all match."""
+    for group in markers:
+        if not any(next(root.glob(pattern), None) is not None for pattern in group):
+            return " or ".join(group)
+    return None
+
+
+def check_data_root(info: DatasetInfo, data_root) -> Path:
+    """The root as a Path if it exists and looks like the owners' layout; else DatasetNotFound."""
+    if data_root is None or str(data_root).strip() == "":
+        raise not_found(info, "no data_root was given")
+    root = Path(os.path.expanduser(str(data_root)))
+    if not root.exists():
+        raise not_found(info, f"data_root {root} does not exist")
+    if not root.is_dir():
+        raise not_found(info, f"data_root {root} is a file, not a folder")
+    missing = missing_marker(root, info.markers)
+    if missing is not None:
+        raise not_found(info, f"data_root {root} does not look like {info.display_name}: nothing matches {missing}")
+    return root
+
+
+def load_synth(preset: str, size: int, scale: float, seed: int) -> LoadedDataset:
+    from ferlib.data import synth
+    data = synth.generate(preset, scale=scale, size=size, seed=seed)
+    source = f"SynthFER {preset} preset, scale {scale:g}, {size} px, seed {seed} (synthetic)"
+    return LoadedDataset(data.images, data.manifest, tuple(data.classes), source)
+
+
+def load_dataset(name: str, data_root=None, size: int = 64, scale: float = 1.0, seed: int = 0) -> LoadedDataset:
+    """Images, manifest, classes and a `source` sentence for the dataset `name`.
+
+    `synth-<preset>` renders SynthFER in memory (data_root is ignored); a real name needs
+    `data_root` pointing at the owners' layout.
+    """
+    check_dataset_name(name)
+    if name.startswith(SYNTH_PREFIX):
+        return load_synth(base_name(name), size=size, scale=scale, seed=seed)
+    info = DATASETS[name]
+    root = check_data_root(info, data_root)
+    raise FerlibError(
+        f"{info.display_name} at {root} has the expected layout, but the {info.display_name} adapter (which parses "
+        f"it into a manifest) lands with the real-datasets issue and is not in this version; "
+        f"use dataset='{SYNTH_PREFIX}{name}' until then")

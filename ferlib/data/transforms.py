@@ -1,0 +1,153 @@
+"""Per-paper image transforms: uint8 (C,H,W) tensor in, normalised float tensor out.
+
+Each preset states its geometry at the paper's input size, as the paper describes it (e.g. IF-GAN:
+scale to 256, flip, rotate +-5 degrees, random 224 crop; centre 224 crop at test; `source` cites
+the section and marks what is assumed). `make_transform(name, train,
+size)` scales that geometry by `size / paper input height`, so the smoke preset at 64 px resizes
+to 73 and crops 64. Output: float in [0, 1], then (x - 0.5) / 0.5, i.e. in [-1, 1].
+
+Randomness comes from torch's global RNG (the engine seeds it) or an explicit `generator`, so
+a seed fixes every flip, angle and crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from ferlib.errors import FerlibError, UnknownName
+
+MEAN, STD = 0.5, 0.5
+
+
+@dataclass(frozen=True)
+class TransformPreset:
+    """One paper's geometry at its own input size; (H, W) pairs."""
+
+    name: str
+    scale_to: tuple[int, int]            # resize every image to this first
+    crop: tuple[int, int]                # the network input; centre crop at test
+    flip: bool                           # random horizontal flip in training
+    rotate_degrees: float = 0.0          # uniform rotation in [-d, d] in training (0: none)
+    rotate_choices: tuple[float, ...] = ()  # or one of these angles, uniformly (EIFN, TER-GAN)
+    train_crop: str = "random"           # "random" position, or "five": one of the four corners or the centre
+    source: str = ""                     # where the numbers come from
+
+    def geometry(self, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(scale_to, crop) for an output height of `size` px, proportional to the paper's."""
+        if size < 2:
+            raise FerlibError(f"transform size {size} px is too small; use at least 2 px")
+        factor = size / self.crop[0]
+        scale_to = tuple(max(1, round(d * factor)) for d in self.scale_to)
+        crop = (size, min(scale_to[1], max(1, round(self.crop[1] * factor))))
+        return scale_to, crop
+
+
+PRESETS: dict[str, TransformPreset] = {
+    "baseline": TransformPreset(
+        "baseline", (256, 256), (224, 224), flip=True,
+        source="study's reference recipe: IF-GAN's scale-and-crop geometry and flip, no rotation"),
+    "ifgan": TransformPreset(
+        "ifgan", (256, 256), (224, 224), flip=True, rotate_degrees=5.0,
+        source="IF-GAN 4.2: scaled to 256x256, random flip, random -5..5 deg rotation, random 224x224 crop; "
+               "centre crop at test"),
+    "adfl": TransformPreset(
+        "adfl", (128, 110), (112, 96), flip=True, train_crop="five",
+        source="ADFL 3.1: aligned to 128x110; ten 112x96 faces from the four corners and the centre of the "
+               "image and its mirror (training samples one of the ten); centre crop at test (not stated)"),
+    "eifn": TransformPreset(
+        "eifn", (64, 64), (64, 64), flip=True, rotate_choices=(-15, -10, -5, 0, 5, 10, 15),
+        source="EIFN 3.1: re-scaled to 64x64; each training image rotated by one of -15..15 deg in 5 deg "
+               "steps and flipped (the paper's 14x expansion, sampled on the fly)"),
+    "ean": TransformPreset(
+        "ean", (224, 224), (224, 224), flip=True,
+        source="EAN 3.1: resized to 224x224, random flip ('or clipped randomly': the crop is not specified)"),
+    "tergan": TransformPreset(
+        "tergan", (84, 84), (75, 75), flip=True, rotate_choices=(-6, -3, 0, 3, 6), train_crop="five",
+        source="TER-GAN 4.1: 75x75 samples from the centre and four corners, rotated by -6/-3/3/6 deg, "
+               "flipped; the aligned size before cropping is not stated (84 assumed)"),
+}
+
+
+def to_model_input(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1] -> (x - 0.5) / 0.5."""
+    if image.dtype != torch.uint8:
+        raise FerlibError(f"expected a uint8 image tensor, got {image.dtype}; images come from ImageCache")
+    return (image.float() / 255.0 - MEAN) / STD
+
+
+def ten_crop(image: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """(C,H,W) -> (10,C,h,w): four corners and the centre, then the same of the flipped image."""
+    return torch.stack(F.ten_crop(image, list(crop)))
+
+
+def random_uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def random_int(high_inclusive: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, high_inclusive + 1, (), generator=generator))
+
+
+class PresetTransform:
+    """Callable applying one preset in training or test mode at a given output height."""
+
+    def __init__(self, preset: TransformPreset, train: bool, size: int, ten_crop: bool = False,
+                 generator: torch.Generator | None = None):
+        if preset.train_crop not in ("random", "five"):
+            raise FerlibError(f"transform preset {preset.name}: train_crop must be 'random' or 'five'")
+        self.preset, self.train, self.size, self.ten_crop = preset, train, size, ten_crop
+        self.scale_to, self.crop = preset.geometry(size)
+        self.generator = generator
+        if ten_crop and train:
+            raise FerlibError("ten-crop is a test-time transform; use train=False with ten_crop=True")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.crop
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        image = F.resize(image, list(self.scale_to), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if self.ten_crop:
+            return to_model_input(ten_crop(image, self.crop))
+        if not self.train:
+            return to_model_input(F.center_crop(image, list(self.crop)))
+        g, preset = self.generator, self.preset
+        if preset.flip and torch.rand((), generator=g).item() < 0.5:
+            image = F.horizontal_flip(image)
+        angle = 0.0
+        if preset.rotate_choices:
+            angle = float(preset.rotate_choices[random_int(len(preset.rotate_choices) - 1, g)])
+        elif preset.rotate_degrees:
+            angle = random_uniform(-preset.rotate_degrees, preset.rotate_degrees, g)
+        if angle:
+            image = F.rotate(image, angle, interpolation=InterpolationMode.BILINEAR)
+        top, left = self.crop_position(g)
+        return to_model_input(F.crop(image, top, left, self.crop[0], self.crop[1]))
+
+    def crop_position(self, g: torch.Generator | None) -> tuple[int, int]:
+        """(top, left) of the training crop: anywhere, or one of the five-crop positions."""
+        slack_h, slack_w = self.scale_to[0] - self.crop[0], self.scale_to[1] - self.crop[1]
+        if self.preset.train_crop == "five":
+            corners = [(0, 0), (0, slack_w), (slack_h, 0), (slack_h, slack_w),
+                       (int(round(slack_h / 2)), int(round(slack_w / 2)))]
+            return corners[random_int(4, g)]
+        return random_int(slack_h, g), random_int(slack_w, g)
+
+    def __repr__(self) -> str:
+        mode = "ten-crop test" if self.ten_crop else "train" if self.train else "test"
+        return f"PresetTransform({self.preset.name!r}, {mode}, scale_to={self.scale_to}, crop={self.crop})"
+
+
+def make_transform(name: str, train: bool, size: int, ten_crop: bool = False,
+                   generator: torch.Generator | None = None) -> PresetTransform:
+    """The `name` preset (baseline, ifgan, adfl, eifn, ean, tergan) with output height `size`.
+
+    ten_crop=True (test only) returns (10,C,h,w) per image; average the logits over the crops.
+    """
+    if name not in PRESETS:
+        raise UnknownName("transform preset", name, PRESETS)
+    return PresetTransform(PRESETS[name], train=train, size=size, ten_crop=ten_crop, generator=generator)

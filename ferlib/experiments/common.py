@@ -1,0 +1,122 @@
+"""What every experiment does the same way: load a dataset under a paper's protocol, cut one
+fold into train/val/test datasets, run one or several folds, aggregate them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.protocols import Protocol, apply_protocol, load_protocol, split_fold
+from ferlib.data.registry import LoadedDataset, load_dataset
+from ferlib.data.transforms import make_transform
+from ferlib.errors import FerlibError, UnknownName
+from ferlib.eval import aggregate_folds
+
+
+def config_from_preset(cls, presets: dict[str, dict[str, Any]], preset: str, **overrides):
+    """Build a frozen config: the preset's values, then every override that is not None.
+
+    A notebook's parameters cell passes all its parameters here; `None` means "the preset's".
+    """
+    if preset not in presets:
+        raise UnknownName("preset", preset, presets)
+    names = {f.name for f in fields(cls)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise FerlibError(f"{cls.__name__} has no parameter(s) {sorted(unknown)}; valid: {sorted(names)}")
+    values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(preset=preset, **values)
+
+
+@dataclass
+class FoldData:
+    """One fold of one dataset under one protocol, ready for DataLoaders."""
+
+    train: FERDataset
+    val: FERDataset
+    test: FERDataset
+    train_eval: FERDataset      # the training split with the test-time transform (probes, t-SNE)
+    classes: tuple[str, ...]
+    source: str                 # which data this is, in words (printed under every table)
+    manifest: pd.DataFrame      # the protocol's rows with `fold` and `split`
+    protocol: Protocol
+    in_channels: int
+    cache: ImageCache
+
+    def sequences(self, dataset: FERDataset) -> np.ndarray:
+        """The sequence ID of each of `dataset`'s samples (for sequence-level hold-outs)."""
+        return self.manifest.loc[dataset.index, "sequence"].astype(str).to_numpy()
+
+
+@dataclass
+class ProtocolData:
+    """A dataset under one paper's protocol: every image, and the protocol's rows with folds."""
+
+    loaded: LoadedDataset       # images (N, H, W, C) uint8, the dataset's full manifest, source
+    protocol: Protocol
+    manifest: pd.DataFrame      # the protocol's rows (index labels = rows of loaded.manifest), with `fold`
+
+    @property
+    def source(self) -> str:
+        return self.loaded.source
+
+    def counts(self) -> pd.DataFrame:
+        """Images per class (rows) and fold (columns), with totals."""
+        return pd.crosstab(self.manifest["label"], self.manifest["fold"], margins=True, margins_name="all")
+
+
+def load_protocol_data(dataset: str, paper: str, *, data_root, size: int, scale: float, seed: int) -> ProtocolData:
+    """Load `dataset` (SynthFER in memory, or a real root) and apply `paper`'s protocol to it."""
+    loaded = load_dataset(dataset, data_root, size=size, scale=scale, seed=seed)
+    protocol = load_protocol(paper, dataset)
+    return ProtocolData(loaded, protocol, apply_protocol(loaded.manifest, protocol, seed=seed))
+
+
+def make_fold(data: ProtocolData, fold: int, transform: str, size: int, pair: str | None = None) -> FoldData:
+    """Train/val/test datasets for test fold `fold`, with `transform`'s train and test variants."""
+    loaded, protocol = data.loaded, data.protocol
+    manifest = split_fold(data.manifest, protocol, fold)
+    cache = ImageCache.from_arrays(loaded.images, loaded.manifest)
+    classes = tuple(protocol.classes)
+
+    def part(split: str, train: bool) -> FERDataset:
+        rows = manifest[manifest["split"] == split]
+        return FERDataset(cache, rows, classes, transform=make_transform(transform, train=train, size=size), pair=pair)
+
+    return FoldData(part("train", True), part("val", False), part("test", False), part("train", False),
+                    classes, loaded.source, manifest, protocol, loaded.images.shape[-1], cache)
+
+
+def resolve_folds(fold: int, folds: str, k: int) -> list[int]:
+    """`folds=""` runs `fold` alone; `"all"` runs every fold; `"0,3,7"` runs those."""
+    if folds in ("", None):
+        chosen = [fold]
+    elif str(folds).strip().lower() == "all":
+        chosen = list(range(k))
+    else:
+        try:
+            chosen = [int(f) for f in str(folds).split(",")]
+        except ValueError:
+            raise FerlibError(f"folds={folds!r}: give 'all' or comma-separated fold numbers such as '0,3,7'") from None
+    for f in chosen:
+        if not 0 <= f < k:
+            raise FerlibError(f"fold {f} is out of range: this protocol has {k} folds, valid folds are 0..{k - 1}")
+    return chosen
+
+
+def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:
+    """Mean, std and 95% CI over folds of a test metric, one row."""
+    values = [r["test"][metric] for r in records]
+    return pd.DataFrame([{"folds": len(values), **aggregate_folds(values)}])
+
+
+def config_record(cfg) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def with_fold(cfg, fold: int):
+    return replace(cfg, fold=fold)
