@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # plain text bars: the same in a terminal, a notebook and the book
 
 import ferlib
 from ferlib import eval as metrics
@@ -424,8 +424,9 @@ def train_epoch(task: Task, loader: Iterable, cfg: EngineConfig, epoch: int, ste
     """One pass over `loader`; returns (mean of each logged loss, next global step, images seen)."""
     sums: dict[str, float] = {}
     steps, images = 0, 0
-    bar = tqdm(loader, desc=f"{cfg.run_name} epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress,
-               dynamic_ncols=True)
+    # The per-step bar shows up only for epochs longer than a few seconds; `fit` keeps one bar per run.
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress, delay=5,
+               mininterval=1)
     for batch in bar:
         losses = task.train_step(to_device(batch, device), step)
         task.amp.update()
@@ -535,6 +536,8 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
             tqdm.write(f"{cfg.run_name}: resuming after epoch {epochs_done} from {last_path}")
     resumed_from = epochs_done
 
+    run_bar = tqdm(total=cfg.epochs, initial=epochs_done, desc=cfg.run_name, unit="epoch", mininterval=1,
+                   disable=not cfg.progress)
     for epoch in range(epochs_done + 1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         set_loader_epoch(train_loader, epoch)
@@ -561,11 +564,16 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
         if cfg.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith(("train_", "val_")) and isinstance(v, float))
-            tqdm.write(f"{cfg.run_name} epoch {epoch}/{cfg.epochs}: {shown}{' (best)' if improved else ''}")
+            tqdm.write(f"epoch {epoch}/{cfg.epochs}: {shown}{' (best)' if improved else ''}")
+            run_bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", cfg.select_metric)},
+                                refresh=False)
+            run_bar.update(1)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.epochs:
+            run_bar.close()
             return build_record(cfg, config, fingerprint, history, best_epoch, best_value, None, device,
                                 started, resumed_from, finished=False)
 
+    run_bar.close()
     if not best_path.exists():
         raise FerlibError(f"{best_path} is missing although {last_path} says training finished; "
                           f"delete {run_dir} to train again")

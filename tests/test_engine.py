@@ -281,7 +281,8 @@ def test_progress_bars_and_epoch_lines(tmp_path, capsys):
     fit(ToyTask(), *toy_loaders(), config(tmp_path, epochs=2, progress=True, log_every=2))
     out = capsys.readouterr()
     text = out.out + out.err
-    assert "toy epoch 1/2: train_loss" in text and "(best)" in text and "step 2: loss" in text
+    assert "epoch 1/2: train_loss" in text and "(best)" in text and "step 2: loss" in text
+    assert "toy: 100%" in out.err  # the run's bar, on stderr, named after the run
 
 
 def test_make_loader_order_depends_only_on_seed_and_epoch():

@@ -24,7 +24,7 @@ PAPER = "baseline"  # the protocol in data_manifests/protocols/baseline.yaml
 
 PRESETS = {
     # CPU / CI: about half the ckplus-like subjects, 48 px, 16-channel first stage.
-    "smoke": dict(scale=0.5, size=48, width=16, epochs=12, batch_size=32, lr=2e-3, weight_decay=1e-4),
+    "smoke": dict(scale=0.5, size=48, width=16, epochs=30, batch_size=32, lr=2e-3, weight_decay=1e-4),
     # GPU: the whole preset at 96 px, a 64-channel first stage, a long schedule.
     "paper": dict(scale=1.0, size=96, width=64, epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4),
 }
@@ -46,7 +46,7 @@ class BaselineConfig:
     scale: float = 0.5              # SynthFER only: share of the preset's subjects
     size: int = 48                  # network input, px
     width: int = 16                 # PlainCNN first-stage channels
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
