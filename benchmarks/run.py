@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
-from ferlib.engine import resolve_device  # noqa: E402
+from ferlib.engine import Precision, resolve_device  # noqa: E402
 from ferlib.experiments import baseline  # noqa: E402
+from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
 @dataclass
@@ -58,20 +59,21 @@ def bench_render(quick: bool) -> Row:
 
 
 def bench_loader(quick: bool) -> Row:
-    data = synth.generate("ckplus", scale=0.25, size=64, seed=0)
-    cache = ImageCache.from_arrays(data.images, data.manifest)
-    ds = FERDataset(cache, range(len(cache)), data.classes, transform=make_transform("baseline", train=True, size=64))
+    data = load_protocol_data("synth-ckplus", "baseline", data_root=None, size=64, scale=0.5, seed=0)
+    cache = ImageCache.from_arrays(data.loaded.images, data.loaded.manifest)
+    ds = FERDataset(cache, data.manifest, data.protocol.classes, transform=make_transform("baseline", train=True, size=64))
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=0)
     n, t0 = 0, time.perf_counter()
     for epoch in range(1 if quick else 3):
         for batch in loader:
             n += len(batch["label"])
-    return Row("cached loader", "64 px, baseline transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
+    return Row("cached loader", "64 px, baseline train transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
 
 
 def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int) -> Row:
     """Train `steps` steps on random data shaped like the paper preset's input."""
     task = make_task()
+    task.device, task.amp = device, Precision(device, enabled=True)  # what `fit` would set
     for m in task.modules.values():
         m.to(device).train()
     c, h, w = input_shape
@@ -100,7 +102,7 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
     rows = []
     cfg = baseline.BaselineConfig.from_preset("paper")
     rows.append(bench_training(
-        "baseline (PlainCNN)", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3, device=device),
+        "baseline (PlainCNN)", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3),
         (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
     return rows
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from ferlib.data.manifest import validate_manifest
 from ferlib.data.transforms import to_model_input

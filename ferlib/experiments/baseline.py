@@ -79,7 +79,7 @@ class BaselineResult:
         return self.folds[0].data.source
 
 
-def make_task(cfg: BaselineConfig, num_classes: int, in_channels: int, device=None) -> BaselineTask:
+def make_task(cfg: BaselineConfig, num_classes: int, in_channels: int) -> BaselineTask:
     model = PlainCNN(num_classes, in_channels=in_channels, width=cfg.width)
     return BaselineTask(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
