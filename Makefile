@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# nbval replays the notebooks from scratch: a run left in notebooks/results would be resumed
+# (finished runs are not retrained), which prints differently from the committed outputs.
 test: $(STAMP)
+	rm -rf notebooks/results
 	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 900 -p no:cacheprovider
 
@@ -25,12 +28,14 @@ unit: $(STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider
 
 nbval: $(STAMP)
+	rm -rf notebooks/results
 	$(PY) -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 900 -p no:cacheprovider
 
 # Execute each notebook in place with its default (smoke) parameters: the .py is the source,
 # jupytext refreshes the .ipynb's inputs, papermill runs it in notebooks/ (as nbval does).
 notebooks: $(STAMP)
+	rm -rf notebooks/results
 	@for src in $(NOTEBOOKS); do \
 		nb=$${src%.py}.ipynb; echo "== executing $$nb"; \
 		$(VENV)/bin/jupytext --quiet --to ipynb --update $$src || exit 1; \

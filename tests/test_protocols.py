@@ -89,7 +89,7 @@ def test_unknown_paper_and_uncovered_dataset_list_the_valid_names():
         load_protocol("fergan", "ckplus")
     with pytest.raises(UnknownName) as e:
         load_protocol("eifn", "mmi")
-    assert str(e.value) == "unknown eifn dataset 'mmi'; valid eifn datasets are: ckplus, oulu, synth-ckplus, synth-oulu, synth-tiny"
+    assert str(e.value) == "unknown eifn dataset 'mmi'; valid eifn datasets are: ckplus, oulu, synth-ckplus, synth-oulu, synth-sessions, synth-tiny"
 
 
 def test_last_three_frames_of_labelled_sequences_in_the_protocols_classes():

@@ -47,7 +47,7 @@ PICKS = ("last", "first", "middle", "apex", "all")
 FOLD_KINDS = ("subjects", "official")
 OFFICIAL_SPLITS = ("train", "val", "test")
 # SynthFER presets with no real counterpart, and the real dataset whose rules they follow
-SYNTH_STAND_INS = {"tiny": "ckplus", "pairs": "rafdb"}
+SYNTH_STAND_INS = {"tiny": "ckplus", "pairs": "rafdb", "sessions": "oulu"}
 
 
 @dataclass(frozen=True)
