@@ -6,6 +6,10 @@ mixed precision, progress bars, validation, model selection on the validation se
 atomic checkpoint after every epoch, resuming after a crash, the single test evaluation and the
 JSON result record.
 
+`fit` seeds every RNG before training, but a task's weights are initialised when the task is
+built, before `fit` runs: call `seed_everything(seed)` before building it, or two runs of the same
+configuration start from different weights (torch's default seed differs in every process).
+
 What the engine gives the task (attributes set by `fit` before the first step):
 
 - `task.device`: the `torch.device` in use. The engine moves every tensor in a batch (tuples,
@@ -40,7 +44,6 @@ import os
 import platform
 import random
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -56,6 +59,7 @@ from tqdm.std import tqdm  # plain text bars: the same in a terminal, a notebook
 import ferlib
 from ferlib import eval as metrics
 from ferlib.errors import FerlibError
+from ferlib.io import atomic_write
 
 CHECKPOINT_FORMAT = 1
 VAL_METRICS = ("val_acc", "val_macro_acc", "val_loss")
@@ -275,25 +279,6 @@ def evaluate(task: Task, loader: Iterable, device: torch.device | str | None = N
 
 
 # ----------------------------------------------------------------------------- files
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temp file in `path`'s folder, then rename it onto `path`.
-
-    A crash or an exception while writing leaves the old `path` untouched and no temp file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def save_checkpoint(obj: dict, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))

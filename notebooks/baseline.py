@@ -58,11 +58,12 @@ print(f"{data.manifest['subject'].nunique()} subjects, {data.manifest['sequence'
 data.counts()
 
 # %% [markdown]
-# One apex frame of each class from the first few subjects (blank where a subject has no sequence of
-# that class, as in CK+):
+# The last frame of each class for the five subjects with the most classes (blank where a subject
+# has no sequence of that class, as in CK+):
 
 # %%
-subjects = sorted(data.manifest["subject"].unique())[:5]
+classes_per_subject = data.manifest.groupby("subject")["label"].nunique()
+subjects = sorted(classes_per_subject.sort_values(ascending=False, kind="stable").index[:5])
 classes = data.protocol.classes
 images = data.loaded.images
 grid, pos = [], data.loaded.manifest.index.get_indexer

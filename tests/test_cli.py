@@ -4,16 +4,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import ferlib.data
 from ferlib.cli import build_parser, main
-from ferlib.errors import UnknownName
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("ckplus", "mmi", "oulu", "bu3dfe", "bu4dfe", "rafdb", "ferplus", "tiny")

@@ -76,3 +76,17 @@ def test_smoke_run_learns_and_writes_its_record(tmp_path):
     assert "synthetic" in result.source and result.summary["folds"].iloc[0] == 1
     probe = baseline.identity_leakage(result.folds[0])
     assert 0 <= probe["acc"] <= 1 and probe["n_subjects"] > 1
+
+
+def test_the_same_config_gives_the_same_run_whatever_ran_before(tmp_path):
+    import torch
+
+    def once(noise_seed: int, out: str) -> list:
+        torch.manual_seed(noise_seed)  # another process, or other work earlier in this one
+        torch.rand(7)
+        cfg = baseline.BaselineConfig.from_preset("smoke", epochs=2, scale=0.2, size=32, width=8,
+                                                  out_dir=str(tmp_path / out))
+        record = baseline.run(cfg, progress=False).folds[0].record
+        return [h["train_loss"] for h in record["history"]] + [record["test"]["acc"]]
+
+    assert once(1, "a") == once(2, "b")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tqdm.std import tqdm
 
 from ferlib.data.manifest import validate_manifest
 from ferlib.data.transforms import to_model_input
+from ferlib.io import atomic_write
 from ferlib.errors import CorruptImage, FerlibError
 
 CACHE_FORMAT = 1  # bump when the stored layout changes, so old cache files are not reused
@@ -143,15 +142,7 @@ def decode_images(files: list[Path], size: int, progress: bool = False) -> torch
 
 
 def save_atomically(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def neutral_rows(manifest: pd.DataFrame) -> pd.Series:

@@ -19,12 +19,12 @@ Extra columns (SynthFER's factors, noisy labels, intensities) are allowed.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from ferlib.errors import FerlibError
+from ferlib.io import atomic_write
 from ferlib.labels import EXPRESSIONS
 
 REQUIRED_COLUMNS = ("path", "subject", "sequence", "frame", "label", "role", "fold", "split")
@@ -82,13 +82,4 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Validate and write `manifest` as CSV atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     validate_manifest(manifest, what=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            manifest.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: manifest.to_csv(f, index=False), text=True)

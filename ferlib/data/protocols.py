@@ -28,7 +28,6 @@ that `load_dataset` returned (`ImageCache`, `FERDataset`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -41,8 +41,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -55,6 +53,7 @@ from tqdm.std import tqdm
 
 from ferlib.data.manifest import UNLABELLED, write_manifest
 from ferlib.errors import FerlibError, UnknownName
+from ferlib.io import atomic_write
 from ferlib.labels import BASIC6, BASIC7, CKPLUS7, EXPRESSIONS, FERPLUS8
 
 # --------------------------------------------------------------------------------------------
@@ -1078,16 +1077,8 @@ def write(data: SynthData, out_dir) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for image, rel in zip(data.images, data.manifest["path"]):
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(f, format="PNG")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        atomic_write(out / rel, lambda f: picture.save(f, format="PNG"))
     return write_manifest(data.manifest, out / "manifest.csv")
 
 
@@ -1118,19 +1109,12 @@ def save_manifest_record(record: dict, directory=CHECKSUM_DIR) -> Path:
     """Write `record` as `<directory>/<preset>.yaml`, atomically."""
     import yaml
 
-    path = Path(directory) / f"{record['preset']}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("# SynthFER checksum, checked by tests/test_synth.py. After an intended change to the renderer,\n"
-                    "# regenerate all with: python -c 'from ferlib.data import synth; synth.write_checksums()'\n")
-            yaml.safe_dump(record, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def dump(f) -> None:
+        f.write("# SynthFER checksum, checked by tests/test_synth.py. After an intended change to the renderer,\n"
+                "# regenerate all with: python -c 'from ferlib.data import synth; synth.write_checksums()'\n")
+        yaml.safe_dump(record, f, sort_keys=False)
+
+    return atomic_write(Path(directory) / f"{record['preset']}.yaml", dump, text=True)
 
 
 def write_checksums(directory=CHECKSUM_DIR, size: int = 32, seed: int = 0) -> list[Path]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from ferlib.engine import EngineConfig, evaluate, fit, make_loader
+from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
 from ferlib.eval import holdout_split, identity_probe
 from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, config_record,
                                        load_protocol_data, make_fold, resolve_folds)
@@ -86,6 +85,7 @@ def make_task(cfg: BaselineConfig, num_classes: int, in_channels: int) -> Baseli
 
 def run_fold(cfg: BaselineConfig, data: ProtocolData, fold: int, progress: bool = True) -> FoldResult:
     data = make_fold(data, fold, transform="baseline", size=cfg.size)
+    seed_everything(cfg.seed)  # the weights' initialisation draws from torch's RNG: seed it first
     task = make_task(cfg, len(data.classes), data.in_channels)
     engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
                           run_name=cfg.run_name(fold), progress=progress)

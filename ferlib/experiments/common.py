@@ -4,7 +4,7 @@ fold into train/val/test datasets, run one or several folds, aggregate them."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
