@@ -36,6 +36,7 @@ from ferlib.eval import embed_2d, holdout_split, identity_probe
 from ferlib.experiments import baseline
 from ferlib.labels import SHORT
 
+pd.set_option("display.max_colwidth", None)  # tables name their data in full
 started = time.perf_counter()
 cfg = baseline.BaselineConfig.from_preset(preset, dataset=dataset, fold=fold, folds=folds, epochs=epochs,
                                           seed=seed, data_root=data_root, device=device, out_dir=out_dir)
@@ -148,8 +149,8 @@ print(f"data: {result.source}; test fold {first.fold}")
 probe
 
 # %% [markdown]
-# **t-SNE of the test subjects' features**, coloured by expression (left) and by identity (right).
-# Clusters by colour on the right mean the features group images by who is in them.
+# **t-SNE of the test subjects' features**, coloured by expression (first) and by identity (second).
+# Clusters by colour in the second mean the features group images by who is in them.
 
 # %%
 xy = embed_2d(first.test["features"], method="tsne", seed=cfg.seed)
