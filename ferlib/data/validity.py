@@ -44,6 +44,7 @@ from tqdm.std import tqdm
 
 from ferlib.data import synth
 from ferlib.errors import FerlibError
+from ferlib import eval as metrics
 from ferlib.eval import aggregate_folds, identity_probe
 from ferlib.labels import BASIC6
 from ferlib.models.baseline import PlainCNN
@@ -189,7 +190,8 @@ def predict(model: PlainCNN, x: torch.Tensor, batch: int = 512) -> tuple[np.ndar
 
 
 def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
-    return float(100.0 * np.mean(predicted == truth)) if len(truth) else float("nan")
+    """Accuracy in percent (the datasheet's unit); NaN for an empty set."""
+    return 100.0 * metrics.accuracy(predicted, truth) if len(truth) else float("nan")
 
 
 def render(preset: str, scale: float, size: int, seed: int) -> tuple[pd.DataFrame, torch.Tensor]:

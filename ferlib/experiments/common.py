@@ -3,7 +3,7 @@ fold into train/val/test datasets, run one or several folds, aggregate them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,3 @@ def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:
 
 def config_record(cfg) -> dict[str, Any]:
     return asdict(cfg)
-
-
-def with_fold(cfg, fold: int):
-    return replace(cfg, fold=fold)
