@@ -100,10 +100,11 @@ def bench_training(name: str, make_task, input_shape, batch_size: int, device: t
 def method_rows(device: torch.device, quick: bool) -> list[Row]:
     steps = (2 if quick else 5) if device.type == "cpu" else 50
     rows = []
-    cfg = baseline.BaselineConfig.from_preset("paper")
-    rows.append(bench_training(
-        "baseline (PlainCNN)", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3),
-        (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
+    for preset in ("paper", "smoke"):
+        cfg = baseline.BaselineConfig.from_preset(preset)
+        rows.append(bench_training(
+            f"baseline (PlainCNN), {preset} preset", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3),
+            (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
     return rows
 
 

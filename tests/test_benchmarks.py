@@ -1,0 +1,18 @@
+"""benchmarks/run.py runs and prints its table (a quick, few-step version)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_table_has_a_row_per_part():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [l for l in out.splitlines() if l.startswith("| ") and not l.startswith("| what") and "---" not in l]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "SynthFER render", "cached loader", "train baseline (PlainCNN), paper preset",
+        "train baseline (PlainCNN), smoke preset"]
+    for row in rows:
+        assert float(row.split("|")[3].replace(",", "")) > 0
