@@ -145,6 +145,19 @@ def image_grid(images, row_labels: Sequence[str] | None = None, col_labels: Sequ
     return fig
 
 
+def show_image(image, title: str = "", width: float = 12.0) -> Figure:
+    """One image (e.g. a SynthFER mosaic) as a figure without axes, `width` inches wide."""
+    image = to_display_image(image)
+    h, w = image.shape[:2]
+    fig = StudyFigure(figsize=(width, width * h / w), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 def training_curves(record: dict) -> Figure:
     """Training losses and validation metrics per epoch from a run record; the kept epoch dashed."""
     history = pd.DataFrame(record["history"])

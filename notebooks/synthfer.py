@@ -39,7 +39,9 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import display
 
+from ferlib import plots
 from ferlib.data import synth, validity
 from ferlib.labels import SHORT
 
@@ -48,22 +50,13 @@ pd.set_option("display.precision", 1)
 started = time.perf_counter()
 
 
-def show(image, title=None, width=12):
-    """One uint8 mosaic as a figure without axes."""
-    h, w = image.shape[:2]
-    fig, ax = plt.subplots(figsize=(width, width * h / w))
-    ax.imshow(image.squeeze(), cmap="gray" if image.shape[2] == 1 else None, vmin=0, vmax=255)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title)
-    plt.show()
 
 
 # %% [markdown]
 # ## Presets
 #
-# Each preset at scale 1 (counted from its sequence plan; nothing is rendered). CK+'s 266
-# sequences without an emotion label are there too (label ""). `sessions` is not a real dataset:
+# Each preset at scale 1 (counted from its sequence plan; nothing is rendered). CK+'s sequences
+# without an emotion label are there too (label ""). `sessions` is not a real dataset:
 # it exists for the identity-confound measurement below. `pairs` holds EAN-style views of one
 # identity and expression (frontal, profile, occluded, relit); `tiny` is for tests.
 
@@ -82,7 +75,7 @@ for name, p in synth.PRESETS.items():
 # neutral face: resting offsets make some subjects look sad or angry at rest.
 
 # %%
-show(synth.expression_grid(subjects=6, size=size, seed=seed), " | ".join(SHORT[c] for c in synth.EXPRESSIONS))
+plots.show_image(synth.expression_grid(subjects=6, size=size, seed=seed), " | ".join(SHORT[c] for c in synth.EXPRESSIONS))
 
 # %% [markdown]
 # ## Sequences
@@ -92,11 +85,11 @@ show(synth.expression_grid(subjects=6, size=size, seed=seed), " | ".join(SHORT[c
 
 # %%
 strip, roles = synth.sequence_strip("ckplus", subject=2, label="surprise", frames=10, size=size, seed=seed)
-show(strip, "ckplus, surprise: " + " ".join(roles))
+display(plots.show_image(strip, "ckplus, surprise: " + " ".join(roles)))
 strip, roles = synth.sequence_strip("mmi", subject=3, label="happiness", frames=12, size=size, seed=seed)
-show(strip, "mmi, happiness: " + " ".join(roles))
+display(plots.show_image(strip, "mmi, happiness: " + " ".join(roles)))
 strip, roles = synth.sequence_strip("bu3dfe", subject=1, label="anger", frames=4, size=size, seed=seed)
-show(strip, "bu3dfe, anger, intensity levels 1-4", width=5)
+plots.show_image(strip, "bu3dfe, anger, intensity levels 1-4", width=5)
 
 # %% [markdown]
 # ## Nuisances
@@ -117,9 +110,9 @@ plt.show()
 
 # %%
 pairs = synth.generate("pairs", scale=0.05, size=size, seed=seed)
-show(synth.mosaic(pairs.images[:16], 8), "pairs: frontal, profile, occluded, relit (two expressions of one subject)")
+display(plots.show_image(synth.mosaic(pairs.images[:16], 8), "pairs: frontal, profile, occluded, relit (two expressions of one subject)"))
 rafdb = synth.generate("rafdb", scale=0.1, size=size, seed=seed)
-show(synth.mosaic(rafdb.images[:16], 8), "rafdb: in-the-wild single images")
+plots.show_image(synth.mosaic(rafdb.images[:16], 8), "rafdb: in-the-wild single images")
 
 # %% [markdown]
 # ## Factor distributions

@@ -11,7 +11,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from ferlib.plots import confusion_heatmap, embedding_scatter, fold_bar, image_grid, to_display_image, training_curves
+from ferlib.plots import (confusion_heatmap, embedding_scatter, fold_bar, image_grid, show_image, to_display_image,
+                          training_curves)
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +126,14 @@ def test_figures_show_themselves_as_png_in_jupyter_without_pyplot():
     fig = confusion_heatmap(np.eye(2), ["anger", "fear"])
     assert fig._repr_png_().startswith(b"\x89PNG")
     plt.close(fig)
+
+
+def test_show_image_keeps_the_mosaics_aspect_and_hides_axes():
+    mosaic = np.zeros((20, 80, 1), np.uint8)  # grey, 4x wider than tall
+    fig = show_image(mosaic, title="strip", width=8)
+    width, height = fig.get_size_inches()
+    assert (width, height) == (8, 2)
+    ax = fig.axes[0]
+    assert ax.get_title() == "strip" and not ax.axison
+    assert ax.images[0].get_array().shape == (20, 80)
+    assert fig._repr_png_().startswith(b"\x89PNG")

@@ -43,6 +43,7 @@ import torch
 from tqdm.std import tqdm
 
 from ferlib.data import synth
+from ferlib.engine import seed_everything
 from ferlib.errors import FerlibError
 from ferlib import eval as metrics
 from ferlib.eval import aggregate_folds, identity_probe
@@ -83,8 +84,7 @@ THRESHOLDS = {  # number -> (lowest passing mean, highest passing mean, what it 
 def deterministic_torch(seed: int):
     """Seed torch and switch on deterministic algorithms for the block; restore the flag after."""
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
+    seed_everything(seed, deterministic=True)
     try:
         yield
     finally:

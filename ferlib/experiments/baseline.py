@@ -9,14 +9,14 @@ epochs); `paper` is the full-size setting meant for a GPU. Both run the same cod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
 from ferlib.eval import holdout_split, identity_probe
-from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, config_record,
-                                       load_protocol_data, make_fold, resolve_folds)
+from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, load_protocol_data,
+                                       make_fold, resolve_folds)
 from ferlib.models.baseline import BaselineTask, PlainCNN
 
 PAPER = "baseline"  # the protocol in data_manifests/protocols/baseline.yaml
@@ -91,7 +91,7 @@ def run_fold(cfg: BaselineConfig, data: ProtocolData, fold: int, progress: bool 
                           run_name=cfg.run_name(fold), progress=progress)
     loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
                for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
-    record = fit(task, *loaders, engine, config=config_record(cfg) | {"fold": fold}, class_names=data.classes)
+    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold}, class_names=data.classes)
     test = evaluate(task, loaders[2], task.device)
     return FoldResult(fold, record, data, task, test)
 

@@ -3,7 +3,7 @@ fold into train/val/test datasets, run one or several folds, aggregate them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,3 @@ def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:
     values = [r["test"][metric] for r in records]
     return pd.DataFrame([{"folds": len(values), **aggregate_folds(values)}])
 
-
-def config_record(cfg) -> dict[str, Any]:
-    return asdict(cfg)
