@@ -7,6 +7,8 @@ PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
+# pyproject.toml [tool.ferlib] install-without-dependencies: MTCNN's weights, without its stale pins
+NO_DEPS  := facenet-pytorch==2.6.0
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 EXECUTED := $(NOTEBOOKS:.py=.ipynb)
 
@@ -15,6 +17,7 @@ EXECUTED := $(NOTEBOOKS:.py=.ipynb)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 # nbval replays the notebooks from scratch: a run left in notebooks/results would be resumed

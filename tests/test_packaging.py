@@ -53,3 +53,16 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert commands == ["make book", "make test"]
     ci = [l for l in (ROOT / ".ci/run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
     assert ci == ["make test"]
+
+
+def test_packages_installed_without_their_dependencies_are_pinned_alike_everywhere():
+    """facenet-pytorch's declared pins are stale: pyproject lists it apart, the Makefile installs
+    exactly that list with --no-deps, environment.yml says to, and constraints.txt locks it."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ferlib"]["install-without-dependencies"]
+    assert listed == ["facenet-pytorch==2.6.0"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^NO_DEPS\s*:=\s*" + re.escape(" ".join(listed)) + r"\s*$", makefile, re.M)
+    assert re.search(r"pip install .*--no-deps \$\(NO_DEPS\)", makefile)
+    assert all(f"pip install --no-deps {p}" in (ROOT / "environment.yml").read_text() for p in listed)
+    assert all(p in (ROOT / "constraints.txt").read_text().splitlines() for p in listed)
+    assert not any(p.split("==")[0] in pyproject_pins() for p in listed), "it must not be an ordinary dependency"

@@ -279,3 +279,26 @@ def test_every_protocol_applies_to_its_synthfer_counterpart(paper, synth_manifes
             parts = s.groupby("split")["subject"].unique().map(set)
             assert {"train", "test"} <= set(parts.index) and not parts["test"] & parts["train"], (paper, dataset, fold)
         assert check_counts(out, p)["expected"].isna().all()
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_expected_images_per_class_add_up_to_the_expected_total(paper):
+    for dataset, entry in read_protocol_file(paper)["datasets"].items():
+        expected = entry.get("expected") or {}
+        if expected.get("classes"):
+            assert list(expected["classes"]) == [c for c in entry["classes"] if c in expected["classes"]], dataset
+            assert set(expected["classes"]) == set(entry["classes"]), dataset
+            assert sum(expected["classes"].values()) == expected["images"], (paper, dataset)
+
+
+def test_class_fold_table_counts_images_per_class_and_fold_with_the_expected_ones():
+    from ferlib.data.protocols import class_fold_table
+    protocol = load_protocol("ifgan", "ckplus")
+    manifest = apply_protocol(sequences(n_subjects=12, labels=("anger", "happiness")), protocol)
+    table = class_fold_table(manifest, protocol)
+    assert list(table.index) == list(protocol.classes)
+    assert table.loc["anger", "all"] == 12 * 3 and table.loc["fear", "all"] == 0
+    assert table.loc["anger", 0] == 2 * 3 and table.loc["anger", 9] == 1 * 3  # 12 subjects dealt into 10 folds
+    assert table.loc["anger", "expected"] == 135 and table.loc["anger", "difference"] == 36 - 135
+    synthetic = load_protocol("ifgan", "synth-ckplus")
+    assert "expected" not in class_fold_table(manifest, synthetic).columns

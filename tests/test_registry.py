@@ -104,21 +104,12 @@ def test_missing_file_and_wrong_roots_say_what_is_wrong(tmp_path):
     make_layout(tmp_path / "oulu_root", "oulu")  # Oulu's layout is not CK+'s
     with pytest.raises(DatasetNotFound) as e:
         load_dataset("ckplus", data_root=str(tmp_path / "oulu_root"))
-    assert "does not look like CK+: nothing matches cohn-kanade-images/*/*/*.png" in str(e.value)
-    assert "Jeffrey Cohn" in str(e.value)
+    assert f"{tmp_path / 'oulu_root' / 'cohn-kanade-images'} is missing" in str(e.value)
+    assert "Jeffrey Cohn" in str(e.value) and DATASETS["ckplus"].layout in str(e.value)
     half = make_layout(tmp_path / "half", "ferplus")
     (half / "fer2013new.csv").unlink()
-    with pytest.raises(DatasetNotFound, match="nothing matches fer2013new.csv"):
+    with pytest.raises(DatasetNotFound, match="fer2013new.csv.* is missing"):
         load_dataset("ferplus", data_root=half)
-
-
-@pytest.mark.parametrize("name", REAL_DATASETS)
-def test_a_root_with_the_owners_layout_passes_and_then_says_the_adapter_is_not_there_yet(tmp_path, name):
-    root = make_layout(tmp_path, name)
-    with pytest.raises(FerlibError) as e:
-        load_dataset(name, data_root=root)
-    assert not isinstance(e.value, DatasetNotFound)
-    assert "adapter" in str(e.value) and "real-datasets issue" in str(e.value) and f"synth-{name}" in str(e.value)
 
 
 def test_synth_names_generate_in_memory_with_a_source_sentence(fake_synth):

@@ -18,7 +18,8 @@ alike. Its fields:
   data has no official validation part; `test_fraction` of the subjects form SynthFER's test
   part, since synthetic data has no official split).
 - expected: counts on the REAL data (sequences, images, subjects; train/val/test for official
-  splits); null where unknown. `check_counts` compares them with what a manifest holds.
+  splits; `classes`: images per class); null where unknown. `check_counts` and
+  `class_fold_table` compare them with what a manifest holds.
 - label_noise: the symmetric label-noise rates the paper trains with (`add_label_noise`).
 
 `apply_protocol` keeps the input manifest's index labels, so its rows still address the images
@@ -295,12 +296,27 @@ def check_counts(manifest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
             if part in protocol.expected or (manifest["official_split"] == part).any():
                 found[part] = int((manifest["official_split"] == part).sum())
     rows = []
-    for quantity in dict.fromkeys([*found, *protocol.expected]):
-        expected = None if protocol.synthetic else protocol.expected.get(quantity)
+    totals = {k: v for k, v in protocol.expected.items() if k != "classes"}
+    for quantity in dict.fromkeys([*found, *totals]):
+        expected = None if protocol.synthetic else totals.get(quantity)
         rows.append({"quantity": quantity, "expected": expected, "found": found.get(quantity)})
     table = pd.DataFrame(rows).set_index("quantity")
     table = table.astype({"expected": "Int64", "found": "Int64"})
     table["difference"] = table["found"] - table["expected"]
+    return table
+
+
+def class_fold_table(manifest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """Images per class (rows, in the protocol's class order) and fold or official part (columns),
+    with `all`, and, on real data where the protocol knows them, `expected` and `difference`."""
+    columns = "official_split" if protocol.folds.kind == "official" and "official_split" in manifest.columns else "fold"
+    table = pd.crosstab(pd.Categorical(manifest["label"], categories=protocol.classes), manifest[columns], dropna=False)
+    table.index.name, table.columns.name = "class", columns
+    table["all"] = table.sum(axis=1)
+    per_class = protocol.expected.get("classes") or {}
+    if per_class and not protocol.synthetic:
+        table["expected"] = pd.array([per_class.get(c) for c in table.index], dtype="Int64")
+        table["difference"] = table["all"].astype("Int64") - table["expected"]
     return table
 
 

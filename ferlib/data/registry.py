@@ -3,7 +3,9 @@
 Real datasets: ckplus, mmi, oulu, bu3dfe, bu4dfe, rafdb, ferplus (described, with the owners'
 layout and where to request them, in `data_manifests/datasets/<name>.yaml`). SynthFER presets
 are `synth-<preset>` and need no data. A real name without a usable `data_root` stops with a
-`DatasetNotFound` that says what the study expects and where to get it.
+`DatasetNotFound` that says what the study expects and where to get it; with one, the dataset
+is read by its adapter (`ferlib.data.adapters`), aligned for the paper and cached
+(`ferlib.data.prepare`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class DatasetInfo:
     owner: str
     request: str                    # how and where to request it
     layout: str                     # the owners' layout as a short tree
-    markers: tuple[tuple[str, ...], ...]  # globs: each group needs one match under data_root
     label_map: dict[Any, str]       # the owners' label code -> canonical name
     classes: tuple[str, ...]
     facts: dict[str, Any]
@@ -53,10 +54,9 @@ class LoadedDataset:
 
 def read_dataset_info(path: Path) -> DatasetInfo:
     raw = yaml.safe_load(path.read_text())
-    markers = tuple((m,) if isinstance(m, str) else tuple(m) for m in raw["markers"])
     return DatasetInfo(
         name=raw["name"], display_name=raw["display_name"], kind=raw["kind"], owner=raw["owner"],
-        request=" ".join(raw["request"].split()), layout=raw["layout"].rstrip(), markers=markers,
+        request=" ".join(raw["request"].split()), layout=raw["layout"].rstrip(),
         label_map=dict(raw["label_map"]), classes=tuple(raw["classes"]), facts=dict(raw.get("facts") or {}),
         notes=" ".join(str(raw.get("notes", "")).split()),
     )
@@ -99,16 +99,9 @@ def not_found(info: DatasetInfo, problem: str) -> DatasetNotFound:
     )
 
 
-def missing_marker(root: Path, markers: tuple[tuple[str, ...], ...]) -> str | None:
-    """The first marker group with no match under root (as "a or b"), or None if all match."""
-    for group in markers:
-        if not any(next(root.glob(pattern), None) is not None for pattern in group):
-            return " or ".join(group)
-    return None
-
-
 def check_data_root(info: DatasetInfo, data_root) -> Path:
-    """The root as a Path if it exists and looks like the owners' layout; else DatasetNotFound."""
+    """The root as a Path if it is an existing folder; else DatasetNotFound. Whether it holds the
+    owners' layout is the adapter's check (`ferlib.data.adapters.scan`), which names what is missing."""
     if data_root is None or str(data_root).strip() == "":
         raise not_found(info, "no data_root was given")
     root = Path(os.path.expanduser(str(data_root)))
@@ -116,9 +109,6 @@ def check_data_root(info: DatasetInfo, data_root) -> Path:
         raise not_found(info, f"data_root {root} does not exist")
     if not root.is_dir():
         raise not_found(info, f"data_root {root} is a file, not a folder")
-    missing = missing_marker(root, info.markers)
-    if missing is not None:
-        raise not_found(info, f"data_root {root} does not look like {info.display_name}: nothing matches {missing}")
     return root
 
 
@@ -129,18 +119,45 @@ def load_synth(preset: str, size: int, scale: float, seed: int) -> LoadedDataset
     return LoadedDataset(data.images, data.manifest, tuple(data.classes), source)
 
 
-def load_dataset(name: str, data_root=None, size: int = 64, scale: float = 1.0, seed: int = 0) -> LoadedDataset:
+def default_cache_dir(dataset: str, paper: str, root: Path) -> Path:
+    """Where a raw root is prepared when no cache is named: $FERLIB_CACHE or ~/.cache/ferlib."""
+    import hashlib
+    base = Path(os.environ.get("FERLIB_CACHE", "~/.cache/ferlib")).expanduser()
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return base / f"{dataset}-{paper}-{tag}"
+
+
+def load_real(name: str, data_root, size: int, paper: str) -> LoadedDataset:
+    """A prepared cache (`data_root` holds prepared.json), or a raw root prepared on first use."""
+    from ferlib.data import prepare
+    if prepare.is_prepared(data_root):
+        cache = Path(os.path.expanduser(str(data_root)))
+    else:
+        root = check_data_root(DATASETS[name], data_root)  # the adapter checks the layout inside
+        cache = default_cache_dir(name, paper, root)
+        print(f"preparing {DATASETS[name].display_name} from {root} for {paper} in {cache} (once; resumable)")
+        prepare.prepare(name, root, paper, cache)
+    prepared = prepare.load_prepared(cache, size=size)
+    record = prepared.record
+    if (record["dataset"], record["paper"]) != (name, paper):
+        raise FerlibError(
+            f"{cache} was prepared for {record['dataset']} / {record['paper']}, not {name} / {paper}; prepare it "
+            f"with: python -m ferlib data prepare {name} --root DIR --protocol {paper} --cache NEW_FOLDER")
+    from ferlib.data.protocols import load_protocol
+    classes = load_protocol(paper, name).classes
+    return LoadedDataset(prepared.images, prepared.manifest, classes, prepare.describe(record))
+
+
+def load_dataset(name: str, data_root=None, size: int = 64, scale: float = 1.0, seed: int = 0,
+                 paper: str = "baseline") -> LoadedDataset:
     """Images, manifest, classes and a `source` sentence for the dataset `name`.
 
-    `synth-<preset>` renders SynthFER in memory (data_root is ignored); a real name needs
-    `data_root` pointing at the owners' layout.
+    `synth-<preset>` renders SynthFER in memory (data_root is ignored). A real name needs
+    `data_root`: either a cache made by `python -m ferlib data prepare` for `paper`, or the
+    owners' layout itself, which is then prepared for `paper` (aligned once, into
+    $FERLIB_CACHE or ~/.cache/ferlib) and read from there.
     """
     check_dataset_name(name)
     if name.startswith(SYNTH_PREFIX):
         return load_synth(base_name(name), size=size, scale=scale, seed=seed)
-    info = DATASETS[name]
-    root = check_data_root(info, data_root)
-    raise FerlibError(
-        f"{info.display_name} at {root} has the expected layout, but the {info.display_name} adapter (which parses "
-        f"it into a manifest) lands with the real-datasets issue and is not in this version; "
-        f"use dataset='{SYNTH_PREFIX}{name}' until then")
+    return load_real(name, data_root, size, paper)

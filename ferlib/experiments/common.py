@@ -71,7 +71,7 @@ class ProtocolData:
 
 def load_protocol_data(dataset: str, paper: str, *, data_root, size: int, scale: float, seed: int) -> ProtocolData:
     """Load `dataset` (SynthFER in memory, or a real root) and apply `paper`'s protocol to it."""
-    loaded = load_dataset(dataset, data_root, size=size, scale=scale, seed=seed)
+    loaded = load_dataset(dataset, data_root, size=size, scale=scale, seed=seed, paper=paper)
     protocol = load_protocol(paper, dataset)
     return ProtocolData(loaded, protocol, apply_protocol(loaded.manifest, protocol, seed=seed))
 
