@@ -397,3 +397,13 @@ def test_detector_arguments_are_checked():
     assert FaceDetector().upsampling(48, 48) == pytest.approx(160 / 48)
     assert FaceDetector().upsampling(480, 640) == 1.0
     assert FaceDetector().upsampling(10, 4000) == 1.0          # capped: the long side may not grow past 2048
+
+
+def test_every_example_photograph_yields_a_face_in_every_papers_geometry(detector):
+    papers = ("ifgan", "adfl", "eifn", "ean", "tergan")
+    rows = align.examples_on_photographs(papers, detector)
+    assert [name for name, _ in rows] == ["astronaut", "cameraman", "astronaut, rotated 45°", "cameraman, rotated 45°"]
+    for name, images in rows:
+        for paper, image in zip(papers, images):
+            g = align.geometry(paper)
+            assert image is not None and image.shape == (g.height, g.width, 3), (name, paper)

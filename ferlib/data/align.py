@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as nnf
+from PIL import Image
 
 from ferlib.errors import FerlibError, UnknownName
 
@@ -548,3 +549,28 @@ def fallback_alignment(image: np.ndarray, geometry: Geometry | str, landmarks: A
         note = note or "no landmarks: largest centred crop, resized (centre_crop_resize)"
     return Alignment(warp(image, matrix, geometry.height, geometry.width), "fallback", geometry,
                      note=note, matrix=matrix)
+
+
+def example_photographs() -> list[tuple[str, np.ndarray]]:
+    """Real face photographs that ship offline inside scikit-image (a dev dependency): the
+    astronaut (frontal, colour) and the cameraman (three-quarter view, grey), each also rotated
+    by 45 degrees. For demonstrations and tests of the detector on real faces."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise FerlibError("the example photographs come with scikit-image: pip install scikit-image==0.26.0") from None
+    photos = [("astronaut", data.astronaut()), ("cameraman", np.repeat(data.camera()[:, :, None], 3, axis=-1))]
+    rotated = [(f"{name}, rotated 45°", np.asarray(Image.fromarray(photo).rotate(45, Image.Resampling.BILINEAR,
+                                                                                  expand=True, fillcolor=(128,) * 3)))
+               for name, photo in photos]
+    return photos + rotated
+
+
+def examples_on_photographs(papers: Sequence[str], detector: FaceDetector | None = None
+                            ) -> list[tuple[str, list[np.ndarray]]]:
+    """For each example photograph, its face aligned to each paper's geometry (None where no face)."""
+    detector = detector or FaceDetector()
+    rows = []
+    for name, photo in example_photographs():
+        rows.append((name, [align_face(photo, geometry(paper), detector).image for paper in papers]))
+    return rows
