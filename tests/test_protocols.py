@@ -302,3 +302,19 @@ def test_class_fold_table_counts_images_per_class_and_fold_with_the_expected_one
     assert table.loc["anger", "expected"] == 135 and table.loc["anger", "difference"] == 36 - 135
     synthetic = load_protocol("ifgan", "synth-ckplus")
     assert "expected" not in class_fold_table(manifest, synthetic).columns
+
+
+def test_pretraining_datasets_are_named_where_the_papers_pretrain():
+    assert load_protocol("eifn", "ckplus").pretrain_on == "oulu"
+    assert load_protocol("eifn", "oulu").pretrain_on == "ckplus"
+    assert load_protocol("tergan", "oulu").pretrain_on == "bu4dfe"
+    assert load_protocol("tergan", "bu4dfe").pretrain_on is None
+    assert load_protocol("eifn", "synth-ckplus").pretrain_on == "synth-oulu"
+    assert load_protocol("ifgan", "ckplus").pretrain_on is None
+
+
+def test_pretrain_on_must_name_another_dataset_of_the_same_file():
+    from ferlib.data.protocols import protocol_from_entry
+    entry = read_protocol_file("eifn")["datasets"]["ckplus"]
+    with pytest.raises(FerlibError, match="pretrain_on 'rafdb' must be another dataset"):
+        protocol_from_entry("eifn", "ckplus", {**entry, "pretrain_on": "rafdb"}, datasets=("ckplus", "oulu"))

@@ -9,7 +9,7 @@ import pytest
 
 import ferlib.data
 from ferlib.data.registry import DATASETS, REAL_DATASETS, LoadedDataset, dataset_names, load_dataset
-from ferlib.errors import DatasetNotFound, FerlibError, UnknownName
+from ferlib.errors import DatasetNotFound, UnknownName
 
 FAKE_PRESETS = ("ckplus", "mmi", "oulu", "bu3dfe", "bu4dfe", "rafdb", "ferplus", "tiny")
 

@@ -68,6 +68,7 @@ def protocol_table(dataset: str | None = None) -> pd.DataFrame:
             expected = {k: v for k, v in protocol.expected.items() if k != "classes"}
             rows.append({"paper": paper, "dataset": name, "frames": protocol.frames.describe(),
                          "classes": len(protocol.classes), "folds": protocol.folds.describe(),
+                         "pre-trained on": protocol.pretrain_on or "-",
                          "expected": ", ".join(f"{v:,} {k}" for k, v in expected.items() if v is not None) or "-"})
     return pd.DataFrame(rows)
 

@@ -21,6 +21,8 @@ alike. Its fields:
   splits; `classes`: images per class); null where unknown. `check_counts` and
   `class_fold_table` compare them with what a manifest holds.
 - label_noise: the symmetric label-noise rates the paper trains with (`add_label_noise`).
+- pretrain_on: the dataset the paper pre-trains on before this one (EIFN: the other of CK+ and
+  Oulu-CASIA; TER-GAN: BU-4DFE's peak frames before Oulu-CASIA), under its own entry's rules.
 
 `apply_protocol` keeps the input manifest's index labels, so its rows still address the images
 that `load_dataset` returned (`ImageCache`, `FERDataset`).
@@ -28,7 +30,7 @@ that `load_dataset` returned (`ImageCache`, `FERDataset`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +96,7 @@ class Protocol:
     folds: FoldRule
     expected: dict[str, int | None] = field(default_factory=dict)
     label_noise: tuple[float, ...] = ()
+    pretrain_on: str | None = None     # the dataset (same paper, same YAML) pre-trained on first
     notes: str = ""
     title: str = ""
 
@@ -123,7 +126,8 @@ def read_protocol_file(paper: str) -> dict[str, Any]:
     return yaml.safe_load((PROTOCOLS_DIR / f"{paper}.yaml").read_text())
 
 
-def protocol_from_entry(paper: str, dataset: str, entry: dict[str, Any], title: str = "") -> Protocol:
+def protocol_from_entry(paper: str, dataset: str, entry: dict[str, Any], title: str = "",
+                        datasets: tuple[str, ...] = ()) -> Protocol:
     where = f"data_manifests/protocols/{paper}.yaml, dataset {base_name(dataset)}"
     frames = FrameRule(entry["frames"]["pick"], entry["frames"].get("n"), entry.get("neutral"),
                        entry["frames"].get("order_by", "frame"))
@@ -145,11 +149,14 @@ def protocol_from_entry(paper: str, dataset: str, entry: dict[str, Any], title: 
         problems.append(f"classes {bad} are not canonical names ({', '.join(EXPRESSIONS)})")
     if folds.kind not in FOLD_KINDS or folds.deal not in DEAL_RULES or folds.val not in ("next", None):
         problems.append(f"folds {folds_raw} needs kind in {FOLD_KINDS}, deal in {DEAL_RULES}, val 'next' or null")
+    pretrain = entry.get("pretrain_on")
+    if pretrain is not None and (pretrain not in datasets or pretrain == base_name(dataset)):
+        problems.append(f"pretrain_on {pretrain!r} must be another dataset of the same file ({', '.join(datasets)})")
     if problems:
         raise FerlibError(f"{where}: " + "; ".join(problems))
     return Protocol(paper=paper, dataset=dataset, frames=frames, classes=classes, folds=folds,
                     expected=dict(entry.get("expected") or {}), label_noise=tuple(entry.get("label_noise") or ()),
-                    notes=" ".join(str(entry.get("notes", "")).split()), title=title)
+                    pretrain_on=pretrain, notes=" ".join(str(entry.get("notes", "")).split()), title=title)
 
 
 def load_protocol(paper: str, dataset: str) -> Protocol:
@@ -163,7 +170,10 @@ def load_protocol(paper: str, dataset: str) -> Protocol:
         valid = list(entries) + [SYNTH_PREFIX + d for d in entries]
         valid += [SYNTH_PREFIX + p for p, real in SYNTH_STAND_INS.items() if real in entries]
         raise UnknownName(f"{paper} dataset", dataset, valid)
-    return protocol_from_entry(paper, dataset, entries[base], title=raw.get("title", ""))
+    protocol = protocol_from_entry(paper, dataset, entries[base], title=raw.get("title", ""), datasets=tuple(entries))
+    if protocol.synthetic and protocol.pretrain_on is not None:  # SynthFER pre-trains on SynthFER
+        protocol = replace(protocol, pretrain_on=SYNTH_PREFIX + protocol.pretrain_on)
+    return protocol
 
 
 def sequence_labels(expressive: pd.DataFrame) -> pd.Series:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferlib.data.manifest import REQUIRED_COLUMNS, normalise_dtypes, validate_manifest
+from ferlib.data.manifest import REQUIRED_COLUMNS, UNLABELLED, normalise_dtypes, validate_manifest
 from ferlib.errors import DatasetNotFound
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -87,6 +87,37 @@ def sorted_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file()), key=name_key)
 
 
+def entries(folder: Path) -> list[Path]:
+    """`folder`'s entries without OS clutter, in `name_key` order."""
+    return sorted((p for p in folder.iterdir() if not is_ignorable(p)), key=name_key)
+
+
+def child(folder: Path | None, name: str, dirs_only: bool = False) -> Path | None:
+    """The entry of `folder` called `name`, exactly or else in any case (copies made on Windows or
+    macOS differ in case), or None."""
+    if folder is None or not folder.is_dir():
+        return None
+    exact = folder / name
+    if exact.exists() and (exact.is_dir() or not dirs_only):
+        return exact
+    return next((p for p in entries(folder) if p.name.lower() == name.lower() and (p.is_dir() or not dirs_only)), None)
+
+
+def nested(folder: Path | None, *names: str, dirs_only: bool = False) -> Path | None:
+    """`folder/names[0]/names[1]/...` matched in any case, or None where a part is missing."""
+    for name in names:
+        folder = child(folder, name, dirs_only)
+    return folder
+
+
+def frame_rows(frames: list[Path], root: Path, subject: str, sequence: str, label: str, roles: list[str]) -> list[dict]:
+    """One manifest row per frame: neutral-role frames of a labelled sequence are labelled
+    "neutral", the others carry the sequence's label; an unlabelled sequence stays unlabelled."""
+    return [{"path": relative(file, root), "subject": subject, "sequence": sequence, "frame": position,
+             "label": UNLABELLED if label == UNLABELLED else "neutral" if role == "neutral" else label, "role": role}
+            for position, (file, role) in enumerate(zip(frames, roles))]
+
+
 def sequence_roles(n: int) -> list[str]:
     """Roles along a neutral-to-apex sequence (CK+, Oulu-CASIA): neutral, onset ..., apex."""
     if n == 1:
@@ -95,7 +126,9 @@ def sequence_roles(n: int) -> list[str]:
 
 
 def build_manifest(rows: list[dict], extra_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """The adapter's rows as a validated manifest: required columns first, fold -1, split ""."""
+    """The adapter's rows as a validated manifest: required columns first, fold -1, split "", rows
+    in natural order of subject, then sequence, then frame (the same order on every machine)."""
+    rows = sorted(rows, key=lambda r: (natural_key(str(r["subject"])), natural_key(str(r["sequence"])), r["frame"]))
     columns = list(REQUIRED_COLUMNS) + [c for c in extra_columns if c not in REQUIRED_COLUMNS]
     table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("fold", "split")])
     table["fold"] = -1

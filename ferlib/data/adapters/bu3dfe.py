@@ -45,8 +45,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, is_ignorable, layout_error,
-                                       natural_key, relative, sorted_dirs)
+from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, is_ignorable, layout_error, name_key,
+                                       relative, sorted_dirs)
 from ferlib.data.registry import DATASETS
 
 DATASET = "bu3dfe"
@@ -77,12 +77,6 @@ class Texture:
     race: str
 
 
-def in_order(paths) -> list[Path]:
-    """Natural name order; names equal but for case (two files on a case-sensitive disk) by code point,
-    so that which one counts as the duplicate does not depend on the file system's listing order."""
-    return sorted(paths, key=lambda p: (natural_key(p.name), p.name))
-
-
 def label_codes() -> dict[str, str]:
     """Expression code in file names -> canonical label, from the dataset's YAML."""
     return {str(code).upper(): label for code, label in DATASETS[DATASET].label_map.items()}
@@ -94,7 +88,7 @@ def scan(root: Path) -> AdapterResult:
     check_root(root)
     findings: list[Finding] = []
     rows: list[dict] = []
-    for entry in in_order(root.iterdir()):
+    for entry in sorted(root.iterdir(), key=name_key):
         if is_ignorable(entry):
             continue
         if entry.is_dir() and SUBJECT_FOLDER.match(entry.name):
@@ -102,7 +96,6 @@ def scan(root: Path) -> AdapterResult:
         else:
             findings.append(Finding(relative(entry, root), "ignored: not part of the BU-3DFE layout (subject folders "
                                                            "F0001 ... M0044 only)"))
-    rows.sort(key=lambda r: (natural_key(r["subject"]), natural_key(r["sequence"]), r["frame"]))
     return AdapterResult(build_manifest(rows, EXTRA_COLUMNS), findings)
 
 
@@ -112,10 +105,10 @@ def subject_rows(root: Path, folder: Path, findings: list[Finding]) -> list[dict
     codes = label_codes()
     textures: list[Texture] = []
     seen: dict[tuple[str, int], str] = {}
-    for sub in in_order(p for p in folder.iterdir() if p.is_dir() and not is_ignorable(p)):
+    for sub in sorted((p for p in folder.iterdir() if p.is_dir() and not is_ignorable(p)), key=name_key):
         findings.append(Finding(relative(sub, root), "ignored: not part of the BU-3DFE layout (a subject folder holds "
                                                      "files only)"))
-    for file in in_order(p for p in folder.iterdir() if p.is_file()):
+    for file in sorted((p for p in folder.iterdir() if p.is_file()), key=name_key):
         if is_ignorable(file):
             continue
         path = relative(file, root)

@@ -39,8 +39,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, has_suffix, is_ignorable, layout_error,
-                                       natural_key, relative)
+from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, entries, frame_rows, has_suffix,
+                                       layout_error, relative)
 from ferlib.data.registry import DATASETS
 
 NAME = "bu4dfe"
@@ -50,12 +50,6 @@ FRAME_SUFFIXES = (".jpg", ".jpeg")
 MESH_SUFFIXES = (".wrl", ".vrml", ".obj")     # the 3D part of each frame: official, not used
 MIN_APEX = 3                                  # the protocols take the middle 3 apex frames
 IGNORED = "ignored: not part of the BU-4DFE layout"
-
-
-def entries(folder: Path) -> list[Path]:
-    """`folder`'s entries without OS clutter, in natural order of their names (exact name breaks ties,
-    so names differing only in case come in the same order on every file system)."""
-    return sorted((p for p in folder.iterdir() if not is_ignorable(p)), key=lambda p: (natural_key(p.name), p.name))
 
 
 def is_subject(path: Path) -> bool:
@@ -102,12 +96,6 @@ def check_root(root: Path) -> list[Path]:
     raise layout_error(NAME, f"{root / 'F001'} is missing: {root} holds no subject folder (F001-F058, M001-M043)")
 
 
-def sequence_rows(frames: list[Path], root: Path, subject: str, sequence: str, label: str) -> list[dict]:
-    return [{"path": relative(file, root), "subject": subject, "sequence": sequence, "frame": position,
-             "label": "neutral" if role == "neutral" else label, "role": role}
-            for position, (file, role) in enumerate(zip(frames, peak_roles(len(frames))))]
-
-
 def sequence_frames(folder: Path, root: Path, findings: list[Finding]) -> list[Path]:
     frames = []
     for file in entries(folder):
@@ -143,7 +131,7 @@ def scan_subject(subject_dir: Path, root: Path, findings: list[Finding]) -> list
             findings.append(Finding(relative(folder, root), f"short sequence: {len(frames)} frames, {stop - start} "
                                     f"apex frame{'s' if stop - start != 1 else ''} (protocols take the middle "
                                     f"{MIN_APEX} apex frames); kept"))
-        rows += sequence_rows(frames, root, subject, f"{subject}_{name}", label)
+        rows += frame_rows(frames, root, subject, f"{subject}_{name}", label, peak_roles(len(frames)))
     return rows
 
 
@@ -160,5 +148,4 @@ def scan(root: Path) -> AdapterResult:
             findings.append(Finding(relative(entry, root), IGNORED))
     if not rows:
         raise layout_error(NAME, f"{root} holds subject folders but no sequence (expected F001/Angry/000.jpg)")
-    rows.sort(key=lambda r: (natural_key(r["subject"]), natural_key(r["sequence"]), r["frame"]))
     return AdapterResult(build_manifest(rows), findings)

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, has_suffix,
-                                       is_ignorable, layout_error, natural_key, read_label_text, relative,
-                                       sequence_roles)
+from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, child, entries,
+                                       frame_rows, has_suffix, layout_error, nested,
+                                       read_label_text, relative, sequence_roles)
 from ferlib.data.manifest import UNLABELLED
 from ferlib.data.registry import DATASETS
 
@@ -55,26 +55,6 @@ EMOTION_SUFFIX = "_emotion.txt"
 LABELS = {int(code): label for code, label in DATASETS[NAME].label_map.items() if label != "neutral"}
 MIN_FRAMES = 4                            # last 3 expressive frames + the first as neutral
 IGNORED = "ignored: not part of the CK+ layout"
-
-
-def entries(folder: Path) -> list[Path]:
-    """`folder`'s entries without OS clutter, in natural order of their names (exact name breaks ties,
-    so names differing only in case come in the same order on every file system)."""
-    return sorted((p for p in folder.iterdir() if not is_ignorable(p)), key=lambda p: (natural_key(p.name), p.name))
-
-
-def child(folder: Path, name: str) -> Path | None:
-    """The entry of `folder` called `name` in any case (copies made on Windows or macOS differ in case)."""
-    if not folder.is_dir():
-        return None
-    return next((p for p in entries(folder) if p.name.lower() == name.lower()), None)
-
-
-def nested(folder: Path, *names: str) -> Path | None:
-    """`folder/names[0]/names[1]/...` matched in any case, or None where a part is missing."""
-    for name in names:
-        folder = child(folder, name) if folder is not None else None
-    return folder
 
 
 def check_root(root: Path) -> tuple[Path, Path]:
@@ -134,16 +114,6 @@ def sequence_label(folder: Path | None, frames_folder: Path, root: Path) -> tupl
     return LABELS[codes[0]], None
 
 
-def sequence_rows(frames: list[Path], root: Path, subject: str, sequence: str, label: str) -> list[dict]:
-    """One manifest row per frame of a neutral-to-apex sequence."""
-    rows = []
-    for position, (file, role) in enumerate(zip(frames, sequence_roles(len(frames)))):
-        frame_label = UNLABELLED if label == UNLABELLED else ("neutral" if role == "neutral" else label)
-        rows.append({"path": relative(file, root), "subject": subject, "sequence": sequence, "frame": position,
-                     "label": frame_label, "role": role})
-    return rows
-
-
 def scan_images(images: Path, emotion: Path, root: Path, findings: list[Finding]) -> list[dict]:
     rows: list[dict] = []
     for subject_dir in entries(images):
@@ -173,7 +143,7 @@ def scan_images(images: Path, emotion: Path, root: Path, findings: list[Finding]
                                         "(protocols take the last 3 frames plus the first as neutral); kept"))
             kept += 1
             labelled += label != UNLABELLED
-            rows += sequence_rows(frames, root, subject, f"{subject}_{sequence_dir.name}", label)
+            rows += frame_rows(frames, root, subject, f"{subject}_{sequence_dir.name}", label, sequence_roles(len(frames)))
         if kept and not labelled:
             findings.append(Finding(relative(subject_dir, root), "subject with no labelled sequence: "
                                     "all its frames are unlabelled"))
@@ -211,5 +181,4 @@ def scan(root: Path) -> AdapterResult:
             findings.append(Finding(relative(entry, root), IGNORED))
     rows = scan_images(images, emotion, root, findings)
     scan_orphan_labels(images, emotion, root, findings)
-    rows.sort(key=lambda r: (natural_key(r["subject"]), natural_key(r["sequence"]), r["frame"]))
     return AdapterResult(build_manifest(rows), findings)

@@ -45,8 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferlib.data.adapters.base import AdapterResult, Finding, build_manifest, layout_error, natural_key, relative
-from ferlib.data.adapters.rafdb import find_path
+from ferlib.data.adapters.base import AdapterResult, Finding, build_manifest, layout_error, nested, relative
 from ferlib.data.registry import DATASETS
 
 DATASET = "ferplus"
@@ -129,7 +128,6 @@ def scan(root: Path) -> AdapterResult:
     for reason, dropped_rows in dropped.items():
         if dropped_rows:
             findings.append(Finding(relative(ferplus, root), dropped_rows_problem(DROP_REASONS[reason], dropped_rows)))
-    rows.sort(key=lambda r: natural_key(r["subject"]))
     return AdapterResult(build_manifest(rows, EXTRA_COLUMNS), findings)
 
 
@@ -142,8 +140,8 @@ def locate_files(root: Path) -> tuple[Path, Path, list[Finding]]:
     """fer2013.csv (at the root or in fer2013/), fer2013new.csv, and a finding for a second fer2013.csv."""
     if not root.is_dir():
         raise layout_error(DATASET, f"data_root {root} does not exist or is not a folder")
-    found = [p for p in (find_path(root, where) for where in FER2013_LOCATIONS) if p is not None and p.is_file()]
-    ferplus = find_path(root, FERPLUS_FILE)
+    found = [p for p in (nested(root, *where.split("/")) for where in FER2013_LOCATIONS) if p is not None and p.is_file()]
+    ferplus = nested(root, *FERPLUS_FILE.split("/"))
     if not found or ferplus is None or not ferplus.is_file():
         raise layout_error(DATASET, missing_files(root, found))
     findings = [Finding(relative(extra, root), f"ignored: {relative(found[0], root)} is the one read")
@@ -154,11 +152,11 @@ def locate_files(root: Path) -> tuple[Path, Path, list[Finding]]:
 def missing_files(root: Path, found: list[Path]) -> str:
     """What is missing under `root`, and whether data_root points one level too deep or too high."""
     resolved = root.resolve()
-    if find_path(resolved.parent, FERPLUS_FILE) is not None and found:
+    if nested(resolved.parent, *FERPLUS_FILE.split("/")) is not None and found:
         return (f"{FERPLUS_FILE} is missing under {root}, but it is in {resolved.parent}: data_root points one "
                 f"level too deep (at the folder Kaggle's archive unpacks); point it at {resolved.parent}")
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
-        if find_path(child, FERPLUS_FILE) is not None:
+        if nested(child, *FERPLUS_FILE.split("/")) is not None:
             return f"{FERPLUS_FILE} is one level down, in {child}: point data_root at {child}"
     if not found:
         return (f"{' or '.join(FER2013_LOCATIONS)} (Kaggle FER2013: emotion, pixels, Usage) is missing under {root}")

@@ -56,8 +56,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ferlib.data.adapters import media
-from ferlib.data.adapters.base import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, AdapterResult, Finding, build_manifest,
-                                       has_suffix, is_ignorable, layout_error, natural_key, relative)
+from ferlib.data.adapters.base import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, AdapterResult, Finding, build_manifest, child,
+                                       entries, has_suffix, layout_error, relative)
 from ferlib.data.manifest import UNLABELLED
 from ferlib.data.registry import DATASETS
 
@@ -69,17 +69,6 @@ FRONTAL_VIEWS = ("0", "frontal")
 SUBJECT_IN_FILE = re.compile(r"^(S\d+)[-_]", re.IGNORECASE)
 MIN_FRAMES = 4                                 # middle 3 expressive frames + the first as neutral
 IGNORED = "ignored: not part of the MMI layout"
-
-
-def entries(folder: Path) -> list[Path]:
-    """`folder`'s entries without OS clutter, in natural order of their names (exact name breaks ties,
-    so names differing only in case come in the same order on every file system)."""
-    return sorted((p for p in folder.iterdir() if not is_ignorable(p)), key=lambda p: (natural_key(p.name), p.name))
-
-
-def child(folder: Path, name: str) -> Path | None:
-    """The entry of `folder` called `name` in any case, or None."""
-    return next((p for p in entries(folder) if p.name.lower() == name.lower()), None) if folder.is_dir() else None
 
 
 def peak_roles(n: int) -> list[str]:
@@ -281,5 +270,4 @@ def scan(root: Path) -> AdapterResult:
     if not rows:
         raise layout_error(NAME, f"{sessions} holds no usable frontal session (see the findings: every session "
                                  "was skipped)")
-    rows.sort(key=lambda r: (natural_key(r["subject"]), natural_key(r["sequence"]), r["frame"]))
     return AdapterResult(build_manifest(rows), findings)

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, has_suffix,
-                                       is_ignorable, layout_error, natural_key, relative, sequence_roles)
+from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, child, entries,
+                                       frame_rows, has_suffix, layout_error, nested,
+                                       relative, sequence_roles)
 from ferlib.data.registry import DATASETS
 
 NAME = "oulu"
@@ -49,44 +50,25 @@ MIN_FRAMES = 4                                   # last 3 expressive frames + th
 IGNORED = "ignored: not part of the Oulu-CASIA layout"
 
 
-def entries(folder: Path) -> list[Path]:
-    """`folder`'s entries without OS clutter, in natural order of their names (exact name breaks ties,
-    so names differing only in case come in the same order on every file system)."""
-    return sorted((p for p in folder.iterdir() if not is_ignorable(p)), key=lambda p: (natural_key(p.name), p.name))
-
-
-def child(folder: Path | None, name: str) -> Path | None:
-    """The sub-folder of `folder` called `name` in any case, or None."""
-    if folder is None or not folder.is_dir():
-        return None
-    return next((p for p in entries(folder) if p.is_dir() and p.name.lower() == name.lower()), None)
-
-
-def nested(folder: Path | None, names) -> Path | None:
-    for name in names:
-        folder = child(folder, name)
-    return folder
-
-
 def check_root(root: Path) -> Path:
     """The `OriginalImg/VL/Strong` folder, or a `layout_error` naming the first missing path."""
     if not root.is_dir():
         raise layout_error(NAME, f"data_root {root} does not exist or is not a folder")
     for depth in range(1, len(READ) + 1):  # root is OriginalImg, OriginalImg/VL or OriginalImg/VL/Strong itself
         inside = READ[:depth]
-        if root.name.lower() == inside[-1].lower() and nested(root, READ[depth:]) is not None:
+        if root.name.lower() == inside[-1].lower() and nested(root, *READ[depth:], dirs_only=True) is not None:
             top = root.resolve().parents[depth - 1]
             raise layout_error(NAME, f"data_root {root} is the {'/'.join(inside)}/ folder itself, "
                                      f"{'one level' if depth == 1 else f'{depth} levels'} too deep: point data_root "
                                      f"at {top}, which holds {READ[0]}/")
-    if child(root, READ[0]) is None:
-        deeper = [p for p in entries(root) if nested(p, READ) is not None]
+    if child(root, READ[0], dirs_only=True) is None:
+        deeper = [p for p in entries(root) if nested(p, *READ, dirs_only=True) is not None]
         if deeper:
             raise layout_error(NAME, f"{root / READ[0]} is missing but {deeper[0] / READ[0]} exists: data_root "
                                      f"points one level too high; use {deeper[0]}")
     path = root
     for name in READ:
-        found = child(path, name)
+        found = child(path, name, dirs_only=True)
         if found is None:
             raise layout_error(NAME, f"{path / name} is missing (the frames: {'/'.join(READ)}/P001/Anger/000.jpeg)")
         path = found
@@ -102,15 +84,8 @@ def skip_unused(root: Path, findings: list[Finding]) -> None:
                 continue
             if entry.name.lower() not in expected_unused:
                 findings.append(Finding(relative(entry, root), IGNORED))
-        path = child(path, name)
+        path = child(path, name, dirs_only=True)
         expected_unused = UNUSED_OFFICIAL.get(name, ())
-
-
-def sequence_rows(frames: list[Path], root: Path, subject: str, sequence: str, label: str) -> list[dict]:
-    """One manifest row per frame of a neutral-to-apex sequence."""
-    return [{"path": relative(file, root), "subject": subject, "sequence": sequence, "frame": position,
-             "label": "neutral" if role == "neutral" else label, "role": role}
-            for position, (file, role) in enumerate(zip(frames, sequence_roles(len(frames))))]
 
 
 def scan_subject(subject_dir: Path, root: Path, findings: list[Finding]) -> list[dict]:
@@ -141,7 +116,7 @@ def scan_subject(subject_dir: Path, root: Path, findings: list[Finding]) -> list
         if len(frames) < MIN_FRAMES:
             findings.append(Finding(relative(folder, root), f"short sequence: {len(frames)} frames "
                                     "(protocols take the last 3 frames plus the first as neutral); kept"))
-        rows += sequence_rows(frames, root, subject, f"{subject}_{name}", label)
+        rows += frame_rows(frames, root, subject, f"{subject}_{name}", label, sequence_roles(len(frames)))
     return rows
 
 
@@ -159,5 +134,4 @@ def scan(root: Path) -> AdapterResult:
             findings.append(Finding(relative(subject_dir, root), IGNORED))
     if not rows:
         raise layout_error(NAME, f"{strong} holds no sequences (expected {'/'.join(READ)}/P001/Anger/000.jpeg)")
-    rows.sort(key=lambda r: (natural_key(r["subject"]), natural_key(r["sequence"]), r["frame"]))
     return AdapterResult(build_manifest(rows), findings)

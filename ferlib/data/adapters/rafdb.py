@@ -39,8 +39,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, is_ignorable,
-                                       layout_error, natural_key, relative)
+from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, entries, layout_error,
+                                       nested, relative, sorted_dirs)
 from ferlib.data.registry import DATASETS
 
 DATASET = "rafdb"
@@ -59,24 +59,6 @@ class Entry:
     stem: str      # lower case, e.g. "train_00001"
     label: str
     split: str
-
-
-def find_path(root: Path, relative_path: str) -> Path | None:
-    """`root/relative_path` with each component matched exactly, else ignoring case; None if absent."""
-    current = root
-    for part in relative_path.split("/"):
-        exact = current / part
-        if exact.exists():
-            current = exact
-            continue
-        try:
-            matches = sorted(p for p in current.iterdir() if p.name.lower() == part.lower())
-        except OSError:  # not a folder, or unreadable
-            return None
-        if not matches:
-            return None
-        current = matches[0]
-    return current
 
 
 def scan(root: Path) -> AdapterResult:
@@ -98,7 +80,6 @@ def scan(root: Path) -> AdapterResult:
     for stem, image in images.items():
         if stem not in listed:
             findings.append(Finding(image, f"no label: {LABEL_FILE} does not list {stem}.jpg; skipped"))
-    rows.sort(key=lambda r: natural_key(r["subject"]))
     return AdapterResult(build_manifest(rows, EXTRA_COLUMNS), findings)
 
 
@@ -151,9 +132,7 @@ def read_label_file(file: Path, shown: str, findings: list[Finding]) -> tuple[li
 def list_aligned(folder: Path, root: Path, findings: list[Finding]) -> dict[str, str]:
     """{lower-case stem without `_aligned`: image path relative to root} for the aligned folder."""
     images: dict[str, str] = {}
-    for entry in sorted(folder.iterdir(), key=lambda p: (natural_key(p.name), p.name)):
-        if is_ignorable(entry):
-            continue
+    for entry in entries(folder):
         path = relative(entry, root)
         match = ALIGNED_NAME.match(entry.stem)
         if entry.is_dir() or entry.suffix.lower() not in IMAGE_SUFFIXES or match is None:
@@ -172,13 +151,13 @@ def check_root(root: Path) -> tuple[Path, Path]:
     """The label file and the aligned folder under `root`; a layout error naming what is missing."""
     if not root.is_dir():
         raise layout_error(DATASET, f"data_root {root} does not exist or is not a folder")
-    label_file = find_path(root, LABEL_FILE)
+    label_file = nested(root, *LABEL_FILE.split("/"))
     if label_file is None or not label_file.is_file():
         raise layout_error(DATASET, missing_label_file(root))
-    aligned = find_path(root, ALIGNED_DIR)
+    aligned = nested(root, *ALIGNED_DIR.split("/"))
     if aligned is None or not aligned.is_dir():
         hint = ""
-        if find_path(root, "basic/Image/original") is not None:
+        if nested(root, "basic", "Image", "original") is not None:
             hint = " (basic/Image/original is there: the study reads the aligned images, extract aligned.zip too)"
         raise layout_error(DATASET, f"{ALIGNED_DIR} is missing under {root}{hint}")
     return label_file, aligned
@@ -188,14 +167,14 @@ def missing_label_file(root: Path) -> str:
     """Why the label file is not where it should be: one level too deep or too high, or absent."""
     name = LABEL_FILE.rsplit("/", 1)[1]
     for depth, inner in ((1, LABEL_FILE.split("/", 1)[1]), (2, name)):
-        if find_path(root, inner) is not None:
+        if nested(root, *inner.split("/")) is not None:
             parent = root.resolve().parents[depth - 1]
             level = "one level" if depth == 1 else "two levels"
             return (f"{LABEL_FILE} is missing under {root}, but {inner} is there: data_root points {level} too deep "
                     f"(at {'basic' if depth == 1 else 'basic/EmoLabel'}); point it at {parent}")
     if root.is_dir():
-        for child in sorted(p for p in root.iterdir() if p.is_dir() and not is_ignorable(p)):
-            if find_path(child, LABEL_FILE) is not None:
-                return (f"{LABEL_FILE} is missing under {root}, but it is one level down, in {child}; "
-                        f"point data_root at {child}")
+        for folder in sorted_dirs(root):
+            if nested(folder, *LABEL_FILE.split("/")) is not None:
+                return (f"{LABEL_FILE} is missing under {root}, but it is one level down, in {folder}; "
+                        f"point data_root at {folder}")
     return f"{LABEL_FILE} (the label file, sic: 'patition') is missing under {root}"
