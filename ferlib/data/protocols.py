@@ -66,6 +66,8 @@ class FrameRule:
             what = f"the {'middle ' + str(self.n) + ' ' if self.n else ''}apex frames of each labelled sequence"
         else:
             what = f"the {self.pick} {self.n} frame{'s' if self.n != 1 else ''} of each labelled sequence"
+            if self.order_by != "frame":
+                what += f" (ordered by {self.order_by.replace('_', ' ')})"
         return what + (" plus its first frame as neutral" if self.neutral == "first" else "")
 
 
