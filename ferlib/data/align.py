@@ -29,6 +29,7 @@ RAF-DB ships its own aligned 100x100 faces and the study uses them as they are
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -369,7 +370,9 @@ class FaceDetector:
         """The facenet_pytorch.MTCNN, imported and built on first use (weights from its package folder)."""
         if self._mtcnn is None:
             try:
-                from facenet_pytorch.models.mtcnn import MTCNN
+                with warnings.catch_warnings():  # its tqdm.auto import warns when ipywidgets is absent
+                    warnings.filterwarnings("ignore", message="IProgress not found")
+                    from facenet_pytorch.models.mtcnn import MTCNN
             except ImportError as error:
                 raise FerlibError(f"face detection needs facenet-pytorch (MTCNN and its weights ship in the wheel), "
                                   f"which could not be imported ({error}); install it with `{INSTALL_HINT}`") from None

@@ -110,6 +110,29 @@ def nested(folder: Path | None, *names: str, dirs_only: bool = False) -> Path | 
     return folder
 
 
+def expression_folders(subject_dir: Path, root: Path, expressions: dict[str, tuple[str, str]], ignored: str,
+                       findings: list[Finding]):
+    """Yield (folder, owners' name, label) for each expression folder of a subject folder laid out
+    `<subject>/<Expression>/<frames>` (Oulu-CASIA, BU-4DFE); `expressions` maps a lower-case folder
+    name to (owners' name, canonical label). Files, unknown folders and a second folder whose
+    name differs only in case are listed in `findings` and skipped."""
+    seen = set()
+    for folder in entries(subject_dir):
+        where = relative(folder, root)
+        if not folder.is_dir():
+            findings.append(Finding(where, ignored))
+        elif folder.name.lower() not in expressions:
+            findings.append(Finding(where, f"unknown expression folder {folder.name!r} (expected "
+                                    f"{', '.join(name for name, _ in expressions.values())}); skipped"))
+        elif expressions[folder.name.lower()][0] in seen:
+            findings.append(Finding(where, f"a second {expressions[folder.name.lower()][0]} folder for "
+                                    f"{subject_dir.name.upper()} (names differ only in case); skipped"))
+        else:
+            name, label = expressions[folder.name.lower()]
+            seen.add(name)
+            yield folder, name, label
+
+
 def frame_rows(frames: list[Path], root: Path, subject: str, sequence: str, label: str, roles: list[str]) -> list[dict]:
     """One manifest row per frame: neutral-role frames of a labelled sequence are labelled
     "neutral", the others carry the sequence's label; an unlabelled sequence stays unlabelled."""

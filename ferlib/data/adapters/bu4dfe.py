@@ -39,8 +39,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, entries, frame_rows, has_suffix,
-                                       layout_error, relative)
+from ferlib.data.adapters.base import (AdapterResult, Finding, build_manifest, entries, expression_folders, frame_rows,
+                                       has_suffix, layout_error, relative)
 from ferlib.data.registry import DATASETS
 
 NAME = "bu4dfe"
@@ -107,21 +107,8 @@ def sequence_frames(folder: Path, root: Path, findings: list[Finding]) -> list[P
 
 
 def scan_subject(subject_dir: Path, root: Path, findings: list[Finding]) -> list[dict]:
-    subject, rows, seen = subject_dir.name.upper(), [], set()
-    for folder in entries(subject_dir):
-        if not folder.is_dir():
-            findings.append(Finding(relative(folder, root), IGNORED))
-            continue
-        if folder.name.lower() not in EXPRESSIONS:
-            findings.append(Finding(relative(folder, root), f"unknown expression folder {folder.name!r} (expected "
-                                    f"{', '.join(name for name, _ in EXPRESSIONS.values())}); skipped"))
-            continue
-        name, label = EXPRESSIONS[folder.name.lower()]
-        if name in seen:
-            findings.append(Finding(relative(folder, root), f"a second {name} folder for {subject} "
-                                    "(names differ only in case); skipped"))
-            continue
-        seen.add(name)
+    subject, rows = subject_dir.name.upper(), []
+    for folder, name, label in expression_folders(subject_dir, root, EXPRESSIONS, IGNORED, findings):
         frames = sequence_frames(folder, root, findings)
         if not frames:
             findings.append(Finding(relative(folder, root), "empty sequence: no frames; skipped"))

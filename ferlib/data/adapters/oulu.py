@@ -38,8 +38,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ferlib.data.adapters.base import (IMAGE_SUFFIXES, AdapterResult, Finding, build_manifest, child, entries,
-                                       frame_rows, has_suffix, layout_error, nested,
-                                       relative, sequence_roles)
+                                       expression_folders, frame_rows, has_suffix, layout_error, nested, relative,
+                                       sequence_roles)
 from ferlib.data.registry import DATASETS
 
 NAME = "oulu"
@@ -89,21 +89,8 @@ def skip_unused(root: Path, findings: list[Finding]) -> None:
 
 
 def scan_subject(subject_dir: Path, root: Path, findings: list[Finding]) -> list[dict]:
-    subject, rows, seen = subject_dir.name.upper(), [], set()
-    for folder in entries(subject_dir):
-        if not folder.is_dir():
-            findings.append(Finding(relative(folder, root), IGNORED))
-            continue
-        if folder.name.lower() not in EXPRESSIONS:
-            findings.append(Finding(relative(folder, root), f"unknown expression folder {folder.name!r} (expected "
-                                    f"{', '.join(name for name, _ in EXPRESSIONS.values())}); skipped"))
-            continue
-        name, label = EXPRESSIONS[folder.name.lower()]
-        if name in seen:
-            findings.append(Finding(relative(folder, root), f"a second {name} folder for {subject} "
-                                    "(names differ only in case); skipped"))
-            continue
-        seen.add(name)
+    subject, rows = subject_dir.name.upper(), []
+    for folder, name, label in expression_folders(subject_dir, root, EXPRESSIONS, IGNORED, findings):
         frames = []
         for file in entries(folder):
             if file.is_file() and has_suffix(file, IMAGE_SUFFIXES):
