@@ -26,7 +26,7 @@ from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
 from ferlib.engine import Precision, resolve_device  # noqa: E402
-from ferlib.experiments import baseline  # noqa: E402
+from ferlib.experiments import baseline, ifgan  # noqa: E402
 from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
@@ -38,7 +38,8 @@ class Row:
     peak_memory_mib: float
 
     def line(self) -> str:
-        return f"| {self.what} | {self.setting} | {self.images_per_s:,.0f} | {self.peak_memory_mib:,.0f} |"
+        rate = f"{self.images_per_s:,.0f}" if self.images_per_s >= 10 else f"{self.images_per_s:.2f}"
+        return f"| {self.what} | {self.setting} | {rate} | {self.peak_memory_mib:,.0f} |"
 
 
 def peak_rss_mib() -> float:
@@ -105,6 +106,14 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
         rows.append(bench_training(
             f"baseline (PlainCNN), {preset} preset", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3),
             (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
+    for preset in ("paper", "smoke"):
+        cfg = ifgan.IFGANConfig.from_preset(preset)
+        # on the CPU the quick (test) run takes one step of a small batch: a 224 px ResNet-101 + U-Net
+        # step of 50 images takes minutes there; `make benchmark` uses the preset's batch
+        batch = min(cfg.batch_size, 4) if quick and device.type == "cpu" and preset == "paper" else cfg.batch_size
+        rows.append(bench_training(
+            f"IF-GAN (G + D + E), {preset} preset", lambda: ifgan.build_task(cfg, "ifgan", num_classes=7),
+            (3, cfg.size, cfg.size), batch, device, 1 if quick and preset == "paper" else steps))
     return rows
 
 

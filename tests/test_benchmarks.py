@@ -13,6 +13,7 @@ def test_benchmark_table_has_a_row_per_part():
     rows = [l for l in out.splitlines() if l.startswith("| ") and not l.startswith("| what") and "---" not in l]
     assert [r.split("|")[1].strip() for r in rows] == [
         "SynthFER render", "cached loader", "train baseline (PlainCNN), paper preset",
-        "train baseline (PlainCNN), smoke preset"]
+        "train baseline (PlainCNN), smoke preset", "train IF-GAN (G + D + E), paper preset",
+        "train IF-GAN (G + D + E), smoke preset"]
     for row in rows:
         assert float(row.split("|")[3].replace(",", "")) > 0

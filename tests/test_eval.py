@@ -136,3 +136,17 @@ def test_embed_2d_umap_shape():
 def test_embed_2d_rejects_unknown_methods():
     with pytest.raises(UnknownName, match="valid embedding methods are: tsne, umap"):
         embed_2d(np.zeros((10, 3)), "pca")
+
+
+def test_reported_vs_reproduced_keeps_the_papers_numbers_apart_from_ours():
+    import pandas as pd
+    from ferlib.reported import load_reported, reported_vs_reproduced
+    reported = load_reported("ifgan")
+    assert len(reported) == 12 and reported.query("method == 'ifgan' and dataset == 'ckplus'")["reported"].item() == 97.52
+    ours = pd.DataFrame([{"method": "ifgan", "dataset": "ckplus", "mean": 50.0, "std": 1.5, "folds": 1}])
+    table = reported_vs_reproduced("ifgan", ours, data="SynthFER ckplus", preset="smoke")
+    row = table[(table["method"] == "ifgan") & (table["dataset"] == "ckplus")].iloc[0]
+    assert row["reported"] == "97.52 (reported)" and row["reproduced"] == "50.00 ± 1.50 (1 fold)"
+    assert row["our data"] == "SynthFER ckplus" and row["preset"] == "smoke"
+    other = table[(table["method"] == "resnet") & (table["dataset"] == "mmi")].iloc[0]
+    assert other["reproduced"] == "not run" and other["our data"] == ""

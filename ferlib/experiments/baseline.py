@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
-from ferlib.eval import holdout_split, identity_probe
 from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, load_protocol_data,
                                        make_fold, resolve_folds)
+from ferlib.experiments.common import identity_leakage as common_identity_leakage
 from ferlib.models.baseline import BaselineTask, PlainCNN
 
 PAPER = "baseline"  # the protocol in data_manifests/protocols/baseline.yaml
@@ -110,12 +110,5 @@ def run(cfg: BaselineConfig, data: ProtocolData | None = None, progress: bool = 
 
 
 def identity_leakage(fold: FoldResult, seed: int = 0) -> dict:
-    """The identity-leakage probe on the features the classifier uses.
-
-    Features of the training subjects' images (test-time transform), split by whole sequences:
-    a linear probe learns subject identity on some sequences and is scored on the others.
-    """
-    train = evaluate(fold.task, make_loader(fold.data.train_eval, 256, shuffle=False), fold.task.device)
-    subjects, sequences = fold.data.train_eval.subjects, fold.data.sequences(fold.data.train_eval)
-    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)
-    return identity_probe(train["features"][tr], subjects[tr], train["features"][te], subjects[te], seed=seed)
+    """The identity-leakage probe (`common.identity_leakage`) on this fold's classifier features."""
+    return common_identity_leakage(fold.task, fold.data, seed)

@@ -108,6 +108,20 @@ def resolve_folds(fold: int, folds: str, k: int) -> list[int]:
     return chosen
 
 
+def identity_leakage(task, data: FoldData, seed: int = 0) -> dict:
+    """The identity-leakage probe on the features `task.predict` returns.
+
+    Features of the training subjects' images (test-time transform), split by whole sequences:
+    a linear probe learns subject identity on some sequences and is scored on the others.
+    """
+    from ferlib.engine import evaluate, make_loader
+    from ferlib.eval import holdout_split, identity_probe
+    train = evaluate(task, make_loader(data.train_eval, 256, shuffle=False), task.device)
+    subjects, sequences = data.train_eval.subjects, data.sequences(data.train_eval)
+    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)
+    return identity_probe(train["features"][tr], subjects[tr], train["features"][te], subjects[te], seed=seed)
+
+
 def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:
     """Mean, std and 95% CI over folds of a test metric, one row."""
     values = [r["test"][metric] for r in records]
