@@ -196,7 +196,7 @@ if "ifgan" in cfg.method_list():
     fig = plots.image_grid(rows, col_labels=["input", "generated", *QUERIES], title="decoder self-attention maps")
     fig.savefig(figures / "fig6-attention.png", bbox_inches="tight")
     display(fig)
-    gamma = {name: round(float(m.gamma), 4) for name, m in att.task.model.G.attention_modules.items()}
+    gamma = {name: round(m.gamma.detach().item(), 4) for name, m in att.task.model.G.attention_modules.items()}
     print(f"learned attention scales gamma: {gamma}")
 
 # %% [markdown]

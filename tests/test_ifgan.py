@@ -12,8 +12,11 @@ from ferlib.nn.attention import SelfAttention
 
 @pytest.fixture(autouse=True)
 def threads():
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_model(**kw) -> IFGAN:
