@@ -25,20 +25,19 @@ def load_reported(paper: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reported_vs_reproduced(paper: str, ours: pd.DataFrame, data: str, preset: str,
-                           titles: dict[str, str] | None = None) -> pd.DataFrame:
+def reported_vs_reproduced(paper: str, ours: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
     """The paper's rows with our numbers beside them.
 
-    ours: one row per (method, dataset) that ran, with `mean`, `std` (accuracy in %) and `folds`;
-    `dataset` is the base name ("ckplus" for "synth-ckplus"). Rows that did not run say so.
-    `data` says in words which data produced our numbers; `preset` which preset.
+    ours: one row per (method, dataset) that ran, with `mean`, `std` (accuracy in %), `folds`,
+    `data` (which data produced the number, in words) and `preset`; `dataset` is the base name
+    ("ckplus" for "synth-ckplus"). Rows that did not run say so.
     """
     table = load_reported(paper).merge(ours, on=["method", "dataset"], how="left")
     ran = table["mean"].notna()
     table["reproduced"] = [f"{m:.2f} ± {s:.2f} ({int(n)} fold{'s' if n != 1 else ''})" if r else "not run"
                            for m, s, n, r in zip(table["mean"], table["std"].fillna(0.0), table["folds"].fillna(0), ran)]
-    table["our data"] = [data if r else "" for r in ran]
-    table["preset"] = [preset if r else "" for r in ran]
+    table["our data"] = table["data"].where(ran, "")
+    table["preset"] = table["preset"].where(ran, "")
     if titles:
         table["method"] = table["method"].map(lambda m: titles.get(m, m))
     table["reported"] = table["reported"].map(lambda v: f"{v:.2f} (reported)")

@@ -143,8 +143,9 @@ def test_reported_vs_reproduced_keeps_the_papers_numbers_apart_from_ours():
     from ferlib.reported import load_reported, reported_vs_reproduced
     reported = load_reported("ifgan")
     assert len(reported) == 12 and reported.query("method == 'ifgan' and dataset == 'ckplus'")["reported"].item() == 97.52
-    ours = pd.DataFrame([{"method": "ifgan", "dataset": "ckplus", "mean": 50.0, "std": 1.5, "folds": 1}])
-    table = reported_vs_reproduced("ifgan", ours, data="SynthFER ckplus", preset="smoke")
+    ours = pd.DataFrame([{"method": "ifgan", "dataset": "ckplus", "mean": 50.0, "std": 1.5, "folds": 1,
+                          "data": "SynthFER ckplus", "preset": "smoke"}])
+    table = reported_vs_reproduced("ifgan", ours)
     row = table[(table["method"] == "ifgan") & (table["dataset"] == "ckplus")].iloc[0]
     assert row["reported"] == "97.52 (reported)" and row["reproduced"] == "50.00 ± 1.50 (1 fold)"
     assert row["our data"] == "SynthFER ckplus" and row["preset"] == "smoke"

@@ -217,3 +217,75 @@ def test_decoder_attention_maps_have_one_map_per_query():
     assert maps["a"].shape == (2, 8, 8) and torch.allclose(maps["a"].sum(dim=(1, 2)), torch.ones(2))
     with pytest.raises(FerlibError, match="no self-attention"):
         decoder_attention_maps(small_model(attention=False), torch.randn(1, 3, 32, 32), {"a": (0.5, 0.5)})
+
+
+def test_extra_datasets_join_every_training_split_and_never_validation_or_test():
+    from ferlib.experiments import ifgan
+    from ferlib.experiments.common import make_fold
+    cfg = ifgan.IFGANConfig.from_preset("smoke", scale=0.35, size=32, extra_datasets="synth-mmi, synth-bu3dfe")
+    assert ifgan.extra_dataset_roots(cfg.extra_datasets) == [("synth-mmi", None), ("synth-bu3dfe", None)]
+    assert ifgan.extra_dataset_roots("bu3dfe=/c , synth-mmi") == [("bu3dfe", "/c"), ("synth-mmi", None)]
+    data = ifgan.load(cfg)
+    main = ifgan.load(ifgan.IFGANConfig.from_preset("smoke", scale=0.35, size=32))
+    extra_rows = data.manifest[data.manifest["extra"]]
+    assert len(data.manifest) - len(extra_rows) == len(main.manifest) and len(extra_rows) > 0
+    assert extra_rows["subject"].str.match(r"synth-(mmi|bu3dfe):S\d+").all()
+    assert "extra training data: SynthFER mmi" in data.source
+    assert len(data.loaded.images) == len(data.loaded.manifest)
+    for fold in (0, 4):
+        f = make_fold(data, fold, transform="ifgan", size=32)
+        split = f.manifest["split"]
+        assert (split[f.manifest["extra"].astype(bool)] == "train").all()
+        assert set(f.manifest.loc[split.isin(["val", "test"]), "subject"]).isdisjoint(extra_rows["subject"])
+        mm = make_fold(main, fold, transform="ifgan", size=32).manifest
+        assert (f.manifest.loc[~f.manifest["extra"].astype(bool), "split"] == mm["split"]).all()
+        # the extra images are the extra datasets' own: row -> image of the right dataset
+        row = extra_rows.index[0]
+        assert torch.equal(f.cache.image(row), torch.from_numpy(data.loaded.images[row]).permute(2, 0, 1))
+
+
+def test_extra_data_must_share_classes_and_size():
+    from ferlib.experiments import ifgan
+    from ferlib.experiments.common import load_protocol_data, with_extra_training_data
+    main = load_protocol_data("synth-ckplus", "ifgan", data_root=None, size=32, scale=0.12, seed=0)
+    raf = load_protocol_data("synth-rafdb", "ifgan", data_root=None, size=32, scale=0.002, seed=0)
+    with pytest.raises(FerlibError, match="labels \\['neutral'\\] that are not classes"):
+        with_extra_training_data(main, [raf])
+    other_size = load_protocol_data("synth-mmi", "ifgan", data_root=None, size=48, scale=0.35, seed=0)
+    with pytest.raises(FerlibError, match="at the same size"):
+        with_extra_training_data(main, [other_size])
+
+
+def test_rafdb_averages_come_from_the_posed_extra_datasets():
+    from ferlib.experiments import ifgan
+    from ferlib.experiments.common import make_fold
+    cfg = ifgan.IFGANConfig.from_preset("smoke", dataset="synth-rafdb", scale=0.1, size=32,
+                                        extra_datasets="synth-ckplus")
+    data = ifgan.load(cfg)
+    fold = make_fold(data, 0, transform="ifgan", size=32)
+    averages = ifgan.fold_averages(fold)
+    extra = fold.manifest.loc[fold.train_eval.index, "extra"].astype(bool).to_numpy()
+    images = torch.stack([fold.train_eval[i]["image"] for i in range(len(fold.train_eval)) if extra[i]])
+    labels = torch.tensor([fold.train_eval[i]["label"] for i in range(len(fold.train_eval)) if extra[i]])
+    assert torch.allclose(averages, average_targets(images, labels, len(fold.classes)))
+    neutral = fold.classes.index("neutral")
+    assert torch.allclose(averages[neutral], images.mean(dim=0))  # no posed neutral: the mean of all
+
+
+def test_rafdb_table_run_takes_its_averages_from_the_posed_datasets():
+    from ferlib.experiments import ifgan
+    cfg = ifgan.IFGANConfig.from_preset("smoke", size=32, scale=0.35)
+    raf = ifgan.replace_dataset(cfg, "synth-rafdb")
+    assert raf.averages_from == "synth-bu3dfe,synth-ckplus,synth-mmi" and raf.extra_datasets == ""
+    assert ifgan.replace_dataset(cfg, "synth-mmi").averages_from == ""
+    with pytest.raises(FerlibError, match="only SynthFER datasets"):
+        ifgan.replace_dataset(cfg, "mmi")
+    classes = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
+    one = ifgan.averages_of_datasets(dataclasses_replace(cfg, averages_from="synth-mmi"), classes)
+    assert one.shape == (7, 3, 32, 32)
+    assert torch.allclose(one[0], one[1:].mean(0), atol=0.2)  # neutral (absent from MMI rows): mean of all
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+    return dataclasses.replace(cfg, **kw)

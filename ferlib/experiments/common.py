@@ -76,10 +76,57 @@ def load_protocol_data(dataset: str, paper: str, *, data_root, size: int, scale:
     return ProtocolData(loaded, protocol, apply_protocol(loaded.manifest, protocol, seed=seed))
 
 
+def with_extra_training_data(data: ProtocolData, extras: list[ProtocolData]) -> ProtocolData:
+    """`data` plus the protocol rows of each of `extras` as additional training data.
+
+    Extra rows (column `extra` True, fold -1) join the training split of every fold and never its
+    validation or test split (IF-GAN 4.3: the other datasets as additional training data). Their
+    subjects and sequences are prefixed with their dataset's name ("synth-mmi:S001") so they can
+    never collide with the main dataset's. Images must share size and channels; labels must be
+    among the main protocol's classes.
+    """
+    if not extras:
+        return data
+    images, full, rows = [data.loaded.images], [data.loaded.manifest], [data.manifest.assign(extra=False)]
+    offset, sources = len(data.loaded.manifest), []
+    for extra in extras:
+        name = extra.protocol.dataset
+        if extra.loaded.images.shape[1:] != data.loaded.images.shape[1:]:
+            raise FerlibError(f"extra training data {name} has images of shape {extra.loaded.images.shape[1:]}, "
+                              f"the main dataset {data.loaded.images.shape[1:]}: load both at the same size")
+        unknown = sorted(set(extra.manifest["label"]) - set(data.protocol.classes))
+        if unknown:
+            raise FerlibError(f"extra training data {name} has labels {unknown} that are not classes of "
+                              f"{data.protocol.dataset} ({', '.join(data.protocol.classes)})")
+        if not extra.loaded.manifest.index.equals(pd.RangeIndex(len(extra.loaded.manifest))):
+            raise FerlibError(f"extra training data {name}: its manifest index must be 0..n-1")
+
+        def renamed(table: pd.DataFrame) -> pd.DataFrame:
+            table = table.copy()
+            table.index = table.index + offset
+            for column in ("subject", "sequence"):
+                table[column] = f"{name}:" + table[column].astype(str)
+            return table
+
+        images.append(extra.loaded.images)
+        full.append(renamed(extra.loaded.manifest))
+        rows.append(renamed(extra.manifest).assign(extra=True, fold=-1))
+        offset += len(extra.loaded.manifest)
+        sources.append(extra.source)
+    loaded = LoadedDataset(np.concatenate(images), pd.concat(full), data.loaded.classes,
+                           f"{data.loaded.source}; extra training data: {'; '.join(sources)}")
+    return ProtocolData(loaded, data.protocol, pd.concat(rows))
+
+
 def make_fold(data: ProtocolData, fold: int, transform: str, size: int, pair: str | None = None) -> FoldData:
-    """Train/val/test datasets for test fold `fold`, with `transform`'s train and test variants."""
+    """Train/val/test datasets for test fold `fold`, with `transform`'s train and test variants.
+
+    Rows marked `extra` (see `with_extra_training_data`) are training data in every fold."""
     loaded, protocol = data.loaded, data.protocol
-    manifest = split_fold(data.manifest, protocol, fold)
+    extra = data.manifest["extra"].astype(bool) if "extra" in data.manifest.columns else pd.Series(False, data.manifest.index)
+    manifest = split_fold(data.manifest[~extra], protocol, fold)
+    if extra.any():
+        manifest = pd.concat([manifest, data.manifest[extra].assign(split="train")])
     cache = ImageCache.from_arrays(loaded.images, loaded.manifest)
     classes = tuple(protocol.classes)
 

@@ -10,14 +10,17 @@ with a ResNet-18 trunk and narrow G and D for a few epochs, for the CPU and CI.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
 
+from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.transforms import make_transform
 from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
 from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, load_protocol_data,
-                                       make_fold, resolve_folds)
+                                       make_fold, resolve_folds, with_extra_training_data)
 from ferlib.experiments.common import identity_leakage as common_identity_leakage
 from ferlib.errors import FerlibError
 from ferlib.models.ifgan import IFGAN, IFGANTask, average_targets
@@ -32,10 +35,10 @@ PRESETS = {
     # Island weight 0.01, not 1: from scratch on this data the paper's weight collapses E to one class
     # (ResNet smoke run, 10 epochs: 19% test accuracy with 1, 71% with 0.01); see the chapter's Deviations.
     "smoke": dict(scale=1.0, size=48, trunk_depth=18, gen_width=16, gen_depth=4, disc_width=16, epochs=10,
-                  batch_size=32, lr=5e-4, lr_step=10, lambda_island=0.01),
+                  batch_size=32, lr=5e-4, lr_step=10, lambda_island=0.01, scales="synth-rafdb=0.06"),
     # GPU: Sec. 3.2 and 4.3 exactly.
     "paper": dict(scale=1.0, size=224, trunk_depth=101, gen_width=64, gen_depth=5, disc_width=64, epochs=100,
-                  batch_size=50, lr=1e-4, lr_step=10, lambda_island=1.0),
+                  batch_size=50, lr=1e-4, lr_step=10, lambda_island=1.0, scales=""),
 }
 
 
@@ -50,6 +53,9 @@ class IFGANConfig:
     methods: str = "resnet,ifgan-noattention,ifgan"
     classifier_input: str = "candidate"  # what E sees of a tuple: "candidate" (default) or "pair"
     pretrained: str | None = None   # a local torchvision ResNet state_dict (ImageNet); None: from scratch
+    extra_datasets: str = ""        # extra training data (Sec. 4.3), e.g. "synth-mmi,synth-bu3dfe" or "mmi=CACHE_DIR"
+    table_datasets: str = "synth-bu3dfe,synth-mmi,synth-rafdb"  # also run for Tables 1-2 (no figures); "" for none
+    averages_from: str = ""         # datasets whose images make I_AE instead of the training split (RAF-DB: posed ones)
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
@@ -76,6 +82,7 @@ class IFGANConfig:
     lr: float = 5e-4
     lr_step: int = 10
     lambda_island: float = 0.01     # Eq. 1's l4: 1 in the paper preset
+    scales: str = "synth-rafdb=0.06"  # per-dataset SynthFER scale overrides ("name=scale,..."); others: `scale`
 
     @classmethod
     def from_preset(cls, preset: str = "smoke", **overrides) -> "IFGANConfig":
@@ -87,6 +94,17 @@ class IFGANConfig:
         if bad or not methods:
             raise FerlibError(f"methods={self.methods!r}: choose from {', '.join(METHODS)} (comma-separated)")
         return methods
+
+    def scale_for(self, dataset: str) -> float:
+        """The SynthFER scale of `dataset`: its entry in `scales`, else `scale`."""
+        for item in (part.strip() for part in self.scales.split(",")):
+            name, _, value = item.partition("=")
+            if item and name.strip() == dataset:
+                return float(value)
+        return self.scale
+
+    def table_dataset_list(self) -> list[str]:
+        return [d.strip() for d in self.table_datasets.split(",") if d.strip() and d.strip() != self.dataset]
 
     def run_name(self, method: str, fold: int) -> str:
         return f"ifgan-{method}-{self.dataset}-{self.preset}-{self.classifier_input}-seed{self.seed}-fold{fold}"
@@ -120,16 +138,40 @@ class IFGANResult:
         return pd.concat(rows).set_index("method")
 
 
+def extra_dataset_roots(extra_datasets: str) -> list[tuple[str, str | None]]:
+    """"synth-mmi,bu3dfe=/data/cache" -> [("synth-mmi", None), ("bu3dfe", "/data/cache")]."""
+    pairs = []
+    for item in (part.strip() for part in extra_datasets.split(",")):
+        if item:
+            name, _, root = item.partition("=")
+            pairs.append((name.strip(), root.strip() or None))
+    return pairs
+
+
 def load(cfg: IFGANConfig) -> ProtocolData:
-    return load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.size, scale=cfg.scale,
-                              seed=cfg.seed)
+    """The dataset under IF-GAN's protocol, plus `extra_datasets` (each under its own IF-GAN rules)
+    as training data in every fold."""
+    data = load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.size,
+                              scale=cfg.scale_for(cfg.dataset), seed=cfg.seed)
+    extras = [load_protocol_data(name, PAPER, data_root=root, size=cfg.size, scale=cfg.scale_for(name), seed=cfg.seed)
+              for name, root in extra_dataset_roots(cfg.extra_datasets)]
+    return with_extra_training_data(data, extras)
 
 
 def fold_averages(data: FoldData) -> torch.Tensor:
-    """I_AE for this fold: per class, the mean of the training split's images (test-time transform)."""
+    """I_AE for this fold: per class, the mean of the training split's images (test-time transform).
+
+    For an official-split dataset trained with extra (posed) datasets, RAF-DB in the paper, only the
+    extra rows are averaged: "averaging all images with the same expression label in the three posed
+    datasets" (Sec. 4.3); a class none of them has (neutral) gets the mean of all their images."""
     loader = make_loader(data.train_eval, 256, shuffle=False)
     images, labels = zip(*[(b["image"], b["label"]) for b in loader])
-    return average_targets(torch.cat(images), torch.cat(labels), len(data.classes))
+    images, labels = torch.cat(images), torch.cat(labels)
+    if data.protocol.folds.kind == "official" and "extra" in data.manifest.columns:
+        extra = torch.tensor(data.manifest.loc[data.train_eval.index, "extra"].astype(bool).to_numpy())
+        if extra.any():
+            images, labels = images[extra], labels[extra]
+    return average_targets(images, labels, len(data.classes))
 
 
 def build_task(cfg: IFGANConfig, method: str, num_classes: int, in_channels: int = 3) -> IFGANTask:
@@ -144,10 +186,28 @@ def build_task(cfg: IFGANConfig, method: str, num_classes: int, in_channels: int
                      centre_lr=cfg.centre_lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma)
 
 
+def averages_of_datasets(cfg: IFGANConfig, classes: tuple[str, ...]) -> torch.Tensor:
+    """I_AE from every protocol image of the datasets in `cfg.averages_from` (RAF-DB in the paper:
+    "averaging all images with the same expression label in the three posed datasets"). A class
+    none of them has (neutral) gets the mean of all their images."""
+    images, labels = [], []
+    for name, root in extra_dataset_roots(cfg.averages_from):
+        data = load_protocol_data(name, PAPER, data_root=root, size=cfg.size, scale=cfg.scale_for(name), seed=cfg.seed)
+        cache = ImageCache.from_arrays(data.loaded.images, data.loaded.manifest)
+        rows = data.manifest[data.manifest["label"].isin(classes)]
+        dataset = FERDataset(cache, rows, classes, transform=make_transform("ifgan", train=False, size=cfg.size))
+        for batch in make_loader(dataset, 256, shuffle=False):
+            images.append(batch["image"])
+            labels.append(batch["label"])
+    return average_targets(torch.cat(images), torch.cat(labels), len(classes))
+
+
 def make_task(cfg: IFGANConfig, method: str, data: FoldData) -> IFGANTask:
-    """The task for one fold: its classes and channels, and I_AE from its training split."""
+    """The task for one fold: its classes and channels, and I_AE from its training split (or from
+    `cfg.averages_from`)."""
     task = build_task(cfg, method, len(data.classes), data.in_channels)
-    task.model.averages.copy_(fold_averages(data))
+    averages = averages_of_datasets(cfg, data.classes) if cfg.averages_from else fold_averages(data)
+    task.model.averages.copy_(averages)
     return task
 
 
@@ -170,6 +230,30 @@ def run(cfg: IFGANConfig, data: ProtocolData | None = None, progress: bool = Tru
     data = data or load(cfg)
     folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
     return IFGANResult(cfg, [run_fold(cfg, data, f, m, progress) for m in cfg.method_list() for f in folds])
+
+
+POSED = ("synth-bu3dfe", "synth-ckplus", "synth-mmi")
+
+
+def replace_dataset(cfg: IFGANConfig, dataset: str) -> IFGANConfig:
+    """The same run on another SynthFER dataset (a table row). A real dataset needs its own
+    `data_root`, so it runs as the notebook's `dataset` instead. An official-split dataset
+    (RAF-DB) takes its average faces from the posed SynthFER datasets, as the paper does."""
+    if not dataset.startswith("synth-"):
+        raise FerlibError(f"table dataset {dataset!r}: only SynthFER datasets (synth-<preset>) can run beside "
+                          f"{cfg.dataset}; run a real dataset as the notebook's `dataset` with its `data_root`")
+    from ferlib.data.protocols import load_protocol
+    official = load_protocol(PAPER, dataset).folds.kind == "official"
+    return dataclasses.replace(cfg, dataset=dataset, data_root=None, extra_datasets="",
+                               averages_from=",".join(POSED) if official else "")
+
+
+def ours_for_table(result: IFGANResult) -> pd.DataFrame:
+    """Our rows for `reported_vs_reproduced`: accuracy mean and std in %, folds, data, preset."""
+    from ferlib.data.registry import base_name
+    table = result.summary().reset_index()[["method", "mean", "std", "folds"]]
+    table[["mean", "std"]] *= 100
+    return table.assign(dataset=base_name(result.config.dataset), data=result.source, preset=result.config.preset)
 
 
 def identity_leakage(fold: FoldResult, seed: int = 0) -> dict:
