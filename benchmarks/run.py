@@ -26,7 +26,7 @@ from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
 from ferlib.engine import Precision, resolve_device  # noqa: E402
-from ferlib.experiments import baseline, ifgan  # noqa: E402
+from ferlib.experiments import adfl, baseline, ifgan  # noqa: E402
 from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
@@ -114,6 +114,13 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
         rows.append(bench_training(
             f"IF-GAN (G + D + E), {preset} preset", lambda: ifgan.build_task(cfg, "ifgan", num_classes=7),
             (3, cfg.size, cfg.size), batch, device, 1 if quick and preset == "paper" else steps))
+    for preset in ("paper", "smoke"):
+        cfg = adfl.ADFLConfig.from_preset(preset)
+        classes = ("neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
+        for method, parts in (("baseline", "baseline (S + B_e, AM-Softmax)"), ("adfl", "(S + B_e + B_n + B_r)")):
+            rows.append(bench_training(
+                f"ADFL {parts}, {preset} preset",
+                lambda: adfl.build_task(cfg, method, classes), (3, *cfg.crop_size), cfg.batch_size, device, steps))
     return rows
 
 

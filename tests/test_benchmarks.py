@@ -14,6 +14,8 @@ def test_benchmark_table_has_a_row_per_part():
     assert [r.split("|")[1].strip() for r in rows] == [
         "SynthFER render", "cached loader", "train baseline (PlainCNN), paper preset",
         "train baseline (PlainCNN), smoke preset", "train IF-GAN (G + D + E), paper preset",
-        "train IF-GAN (G + D + E), smoke preset"]
+        "train IF-GAN (G + D + E), smoke preset", "train ADFL baseline (S + B_e, AM-Softmax), paper preset",
+        "train ADFL (S + B_e + B_n + B_r), paper preset", "train ADFL baseline (S + B_e, AM-Softmax), smoke preset",
+        "train ADFL (S + B_e + B_n + B_r), smoke preset"]
     for row in rows:
         assert float(row.split("|")[3].replace(",", "")) > 0

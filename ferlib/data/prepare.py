@@ -255,8 +255,8 @@ def is_prepared(folder) -> bool:
     return folder is not None and (Path(folder).expanduser() / PREPARED_FILE).is_file()
 
 
-def load_prepared(cache_dir, size: int | None = None) -> Prepared:
-    """A finished cache; with `size`, every image resized to size x size (bilinear)."""
+def load_prepared(cache_dir, size: int | tuple[int, int] | None = None) -> Prepared:
+    """A finished cache; with `size` (a side, or (height, width)), every image resized to it (bilinear)."""
     cache_dir = Path(cache_dir).expanduser()
     record = read_sidecar(cache_dir / PREPARED_FILE)
     if record is None:
@@ -265,8 +265,10 @@ def load_prepared(cache_dir, size: int | None = None) -> Prepared:
                           f"{cache_dir} (it resumes where it stopped)")
     stored = torch.load(cache_dir / "images.pt", weights_only=True)["images"]
     images = stored.permute(0, 2, 3, 1).numpy()
-    if size is not None and images.shape[1:3] != (size, size):
-        images = np.stack([resize_to(a, size, size) for a in images])
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if images.shape[1:3] != (h, w):
+            images = np.stack([resize_to(a, h, w) for a in images])
     report = pd.read_csv(cache_dir / "report.csv", dtype=str, keep_default_na=False)
     return Prepared(images, read_manifest(cache_dir / "manifest.csv"), report, record)
 

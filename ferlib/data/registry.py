@@ -112,11 +112,29 @@ def check_data_root(info: DatasetInfo, data_root) -> Path:
     return root
 
 
-def load_synth(preset: str, size: int, scale: float, seed: int) -> LoadedDataset:
+def image_shape(size) -> tuple[int, int]:
+    """`size` as (height, width): an int is a square side, a pair is (height, width)."""
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise FerlibError(f"image size {size!r}: give one side (int) or (height, width)")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def load_synth(preset: str, size, scale: float, seed: int) -> LoadedDataset:
+    """SynthFER in memory; a non-square `size` (h, w) renders h x h faces (or w x w) and keeps the
+    centre h x w, the way a tighter alignment crop (ADFL's 128x110) cuts a face."""
     from ferlib.data import synth
-    data = synth.generate(preset, scale=scale, size=size, seed=seed)
-    source = f"SynthFER {preset} preset, scale {scale:g}, {size} px, seed {seed} (synthetic)"
-    return LoadedDataset(data.images, data.manifest, tuple(data.classes), source)
+    h, w = image_shape(size)
+    side = max(h, w)
+    data = synth.generate(preset, scale=scale, size=side, seed=seed)
+    images = data.images
+    if (h, w) != (side, side):
+        top, left = (side - h) // 2, (side - w) // 2
+        images = np.ascontiguousarray(images[:, top:top + h, left:left + w])
+    shape = f"{h} px" if h == w else f"{h}x{w} px (the centre of {side} px faces)"
+    source = f"SynthFER {preset} preset, scale {scale:g}, {shape}, seed {seed} (synthetic)"
+    return LoadedDataset(images, data.manifest, tuple(data.classes), source)
 
 
 def default_cache_dir(dataset: str, paper: str, root: Path) -> Path:
@@ -127,7 +145,7 @@ def default_cache_dir(dataset: str, paper: str, root: Path) -> Path:
     return base / f"{dataset}-{paper}-{tag}"
 
 
-def load_real(name: str, data_root, size: int, paper: str) -> LoadedDataset:
+def load_real(name: str, data_root, size, paper: str) -> LoadedDataset:
     """A prepared cache (`data_root` holds prepared.json), or a raw root prepared on first use."""
     from ferlib.data import prepare
     if prepare.is_prepared(data_root):
@@ -148,10 +166,11 @@ def load_real(name: str, data_root, size: int, paper: str) -> LoadedDataset:
     return LoadedDataset(prepared.images, prepared.manifest, classes, prepare.describe(record))
 
 
-def load_dataset(name: str, data_root=None, size: int = 64, scale: float = 1.0, seed: int = 0,
+def load_dataset(name: str, data_root=None, size: int | tuple[int, int] = 64, scale: float = 1.0, seed: int = 0,
                  paper: str = "baseline") -> LoadedDataset:
     """Images, manifest, classes and a `source` sentence for the dataset `name`.
 
+    `size` is a square side or (height, width) (ADFL's aligned faces are 128x110).
     `synth-<preset>` renders SynthFER in memory (data_root is ignored). A real name needs
     `data_root`: either a cache made by `python -m ferlib data prepare` for `paper`, or the
     owners' layout itself, which is then prepared for `paper` (aligned once, into

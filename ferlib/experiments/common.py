@@ -69,8 +69,10 @@ class ProtocolData:
         return pd.crosstab(self.manifest["label"], self.manifest["fold"], margins=True, margins_name="all")
 
 
-def load_protocol_data(dataset: str, paper: str, *, data_root, size: int, scale: float, seed: int) -> ProtocolData:
-    """Load `dataset` (SynthFER in memory, or a real root) and apply `paper`'s protocol to it."""
+def load_protocol_data(dataset: str, paper: str, *, data_root, size: int | tuple[int, int], scale: float,
+                       seed: int) -> ProtocolData:
+    """Load `dataset` (SynthFER in memory, or a real root) at `size` (a side or (height, width))
+    and apply `paper`'s protocol to it."""
     loaded = load_dataset(dataset, data_root, size=size, scale=scale, seed=seed, paper=paper)
     protocol = load_protocol(paper, dataset)
     return ProtocolData(loaded, protocol, apply_protocol(loaded.manifest, protocol, seed=seed))
@@ -118,10 +120,13 @@ def with_extra_training_data(data: ProtocolData, extras: list[ProtocolData]) -> 
     return ProtocolData(loaded, data.protocol, pd.concat(rows))
 
 
-def make_fold(data: ProtocolData, fold: int, transform: str, size: int, pair: str | None = None) -> FoldData:
+def make_fold(data: ProtocolData, fold: int, transform: str, size: int, pair: str | None = None,
+              ten_crop: bool = False) -> FoldData:
     """Train/val/test datasets for test fold `fold`, with `transform`'s train and test variants.
 
-    Rows marked `extra` (see `with_extra_training_data`) are training data in every fold."""
+    Rows marked `extra` (see `with_extra_training_data`) are training data in every fold. With
+    `ten_crop`, validation and test images come as ten crops each (B, 10, C, h, w); `train_eval`
+    keeps the single centre crop."""
     loaded, protocol = data.loaded, data.protocol
     extra = data.manifest["extra"].astype(bool) if "extra" in data.manifest.columns else pd.Series(False, data.manifest.index)
     manifest = split_fold(data.manifest[~extra], protocol, fold)
@@ -130,11 +135,12 @@ def make_fold(data: ProtocolData, fold: int, transform: str, size: int, pair: st
     cache = ImageCache.from_arrays(loaded.images, loaded.manifest)
     classes = tuple(protocol.classes)
 
-    def part(split: str, train: bool) -> FERDataset:
+    def part(split: str, train: bool, crops: bool = False) -> FERDataset:
         rows = manifest[manifest["split"] == split]
-        return FERDataset(cache, rows, classes, transform=make_transform(transform, train=train, size=size), pair=pair)
+        return FERDataset(cache, rows, classes, pair=pair,
+                          transform=make_transform(transform, train=train, size=size, ten_crop=crops))
 
-    return FoldData(part("train", True), part("val", False), part("test", False), part("train", False),
+    return FoldData(part("train", True), part("val", False, ten_crop), part("test", False, ten_crop), part("train", False),
                     classes, loaded.source, manifest, protocol, loaded.images.shape[-1], cache)
 
 
@@ -167,6 +173,67 @@ def identity_leakage(task, data: FoldData, seed: int = 0) -> dict:
     subjects, sequences = data.train_eval.subjects, data.sequences(data.train_eval)
     tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)
     return identity_probe(train["features"][tr], subjects[tr], train["features"][te], subjects[te], seed=seed)
+
+
+@dataclass
+class MethodFold:
+    """One method trained and tested on one fold."""
+
+    method: str
+    fold: int
+    record: dict        # the engine's run record (config, history, test metrics, ...)
+    data: FoldData
+    task: Any           # the paper's task, with the selected (best validation) weights loaded
+    test: dict          # evaluate() on the test split: logits, labels, features, ...
+
+
+@dataclass
+class MethodsResult:
+    """Every method of a paper's config on every fold that ran. `config` has `method_list()`,
+    `dataset` and `preset`."""
+
+    config: Any
+    folds: list[MethodFold]
+
+    @property
+    def source(self) -> str:
+        return self.folds[0].data.source
+
+    def of(self, method: str) -> list[MethodFold]:
+        return [f for f in self.folds if f.method == method]
+
+    def summary(self) -> pd.DataFrame:
+        """Test accuracy per method over the folds that ran: mean, std, 95% CI."""
+        rows = [aggregate([f.record for f in self.of(m)]).assign(method=m) for m in self.config.method_list()]
+        return pd.concat(rows).set_index("method")
+
+
+def ours_for_table(result: MethodsResult) -> pd.DataFrame:
+    """Our rows for `reported_vs_reproduced`: accuracy mean and std in %, folds, data, preset."""
+    from ferlib.data.registry import base_name
+    table = result.summary().reset_index()[["method", "mean", "std", "folds"]]
+    table[["mean", "std"]] *= 100
+    return table.assign(dataset=base_name(result.config.dataset), data=result.source, preset=result.config.preset)
+
+
+def name_list(text: str, exclude: str = "") -> list[str]:
+    """"a, b,,c" -> ["a", "b", "c"], without `exclude` (the notebook's own dataset in a table list)."""
+    return [t.strip() for t in str(text or "").split(",") if t.strip() and t.strip() != exclude]
+
+
+def parse_methods(methods: str, valid) -> list[str]:
+    """A config's comma-separated `methods`, each checked against `valid` (the paper's method names)."""
+    chosen = name_list(methods)
+    if not chosen or any(m not in valid for m in chosen):
+        raise FerlibError(f"methods={methods!r}: choose from {', '.join(valid)} (comma-separated)")
+    return chosen
+
+
+def synth_only(dataset: str, main: str) -> None:
+    """A table row beside the notebook's dataset must be SynthFER: a real one needs its own data_root."""
+    if not dataset.startswith("synth-"):
+        raise FerlibError(f"table dataset {dataset!r}: only SynthFER datasets (synth-<preset>) can run beside "
+                          f"{main}; run a real dataset as the notebook's `dataset` with its `data_root`")
 
 
 def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:

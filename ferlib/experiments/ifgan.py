@@ -13,16 +13,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
-import pandas as pd
 import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.transforms import make_transform
 from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
-from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, load_protocol_data,
-                                       make_fold, resolve_folds, with_extra_training_data)
+from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
+                                       load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
+                                       resolve_folds, synth_only, with_extra_training_data)
 from ferlib.experiments.common import identity_leakage as common_identity_leakage
-from ferlib.errors import FerlibError
 from ferlib.models.ifgan import IFGAN, IFGANTask, average_targets
 
 PAPER = "ifgan"
@@ -89,11 +88,7 @@ class IFGANConfig:
         return config_from_preset(cls, PRESETS, preset, **overrides)
 
     def method_list(self) -> list[str]:
-        methods = [m.strip() for m in self.methods.split(",") if m.strip()]
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
-            raise FerlibError(f"methods={self.methods!r}: choose from {', '.join(METHODS)} (comma-separated)")
-        return methods
+        return parse_methods(self.methods, METHODS)
 
     def scale_for(self, dataset: str) -> float:
         """The SynthFER scale of `dataset`: its entry in `scales`, else `scale`."""
@@ -104,38 +99,14 @@ class IFGANConfig:
         return self.scale
 
     def table_dataset_list(self) -> list[str]:
-        return [d.strip() for d in self.table_datasets.split(",") if d.strip() and d.strip() != self.dataset]
+        return name_list(self.table_datasets, exclude=self.dataset)
 
     def run_name(self, method: str, fold: int) -> str:
         return f"ifgan-{method}-{self.dataset}-{self.preset}-{self.classifier_input}-seed{self.seed}-fold{fold}"
 
 
-@dataclass
-class FoldResult:
-    method: str
-    fold: int
-    record: dict
-    data: FoldData
-    task: IFGANTask
-    test: dict
-
-
-@dataclass
-class IFGANResult:
-    config: IFGANConfig
-    folds: list[FoldResult]
-
-    @property
-    def source(self) -> str:
-        return self.folds[0].data.source
-
-    def of(self, method: str) -> list[FoldResult]:
-        return [f for f in self.folds if f.method == method]
-
-    def summary(self) -> pd.DataFrame:
-        """Test accuracy per method over the folds that ran: mean, std, 95% CI."""
-        rows = [aggregate([f.record for f in self.of(m)]).assign(method=m) for m in self.config.method_list()]
-        return pd.concat(rows).set_index("method")
+FoldResult = MethodFold
+IFGANResult = MethodsResult
 
 
 def extra_dataset_roots(extra_datasets: str) -> list[tuple[str, str | None]]:
@@ -222,14 +193,14 @@ def run_fold(cfg: IFGANConfig, data: ProtocolData, fold: int, method: str, progr
     record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method},
                  class_names=fold_data.classes)
     test = evaluate(task, loaders[2], task.device)
-    return FoldResult(method, fold, record, fold_data, task, test)
+    return MethodFold(method, fold, record, fold_data, task, test)
 
 
 def run(cfg: IFGANConfig, data: ProtocolData | None = None, progress: bool = True) -> IFGANResult:
     """Every method of `cfg.methods` on every fold asked for."""
     data = data or load(cfg)
     folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
-    return IFGANResult(cfg, [run_fold(cfg, data, f, m, progress) for m in cfg.method_list() for f in folds])
+    return MethodsResult(cfg, [run_fold(cfg, data, f, m, progress) for m in cfg.method_list() for f in folds])
 
 
 POSED = ("synth-bu3dfe", "synth-ckplus", "synth-mmi")
@@ -239,21 +210,11 @@ def replace_dataset(cfg: IFGANConfig, dataset: str) -> IFGANConfig:
     """The same run on another SynthFER dataset (a table row). A real dataset needs its own
     `data_root`, so it runs as the notebook's `dataset` instead. An official-split dataset
     (RAF-DB) takes its average faces from the posed SynthFER datasets, as the paper does."""
-    if not dataset.startswith("synth-"):
-        raise FerlibError(f"table dataset {dataset!r}: only SynthFER datasets (synth-<preset>) can run beside "
-                          f"{cfg.dataset}; run a real dataset as the notebook's `dataset` with its `data_root`")
+    synth_only(dataset, cfg.dataset)
     from ferlib.data.protocols import load_protocol
     official = load_protocol(PAPER, dataset).folds.kind == "official"
     return dataclasses.replace(cfg, dataset=dataset, data_root=None, extra_datasets="",
                                averages_from=",".join(POSED) if official else "")
-
-
-def ours_for_table(result: IFGANResult) -> pd.DataFrame:
-    """Our rows for `reported_vs_reproduced`: accuracy mean and std in %, folds, data, preset."""
-    from ferlib.data.registry import base_name
-    table = result.summary().reset_index()[["method", "mean", "std", "folds"]]
-    table[["mean", "std"]] *= 100
-    return table.assign(dataset=base_name(result.config.dataset), data=result.source, preset=result.config.preset)
 
 
 def identity_leakage(fold: FoldResult, seed: int = 0) -> dict:

@@ -1,0 +1,239 @@
+"""The ADFL experiment: the paper's baseline and ADFL, per fold (Table 2).
+
+    cfg = ADFLConfig.from_preset("smoke", fold=3)
+    result = run(cfg)          # every method in cfg.methods, every fold asked for
+
+`paper` is Sec. 3.1: faces aligned to 128x110, ten 112x96 crops, the half-width SphereFace-20 of
+Table 1, Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 5e-4), batch 64, 100 epochs,
+m = 0.35, s = 30, lambdas 1/10/1. `smoke` runs the same code at 48x41 crops of 55x47 faces with a
+quarter of the width, for the CPU and CI.
+
+The images are loaded at the aligned geometry (128x110 scaled to `size`), so the ADFL transform's
+resize is the identity and its crops are the paper's ten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ferlib.data.cache import FERDataset
+from ferlib.data.transforms import PRESETS as TRANSFORMS
+from ferlib.data.transforms import make_transform
+from ferlib.engine import EngineConfig, evaluate, eval_mode, fit, make_loader, seed_everything
+from ferlib.errors import FerlibError
+from ferlib.eval import holdout_split, identity_probe
+from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
+                                       load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
+                                       resolve_folds, synth_only)
+from ferlib.models.adfl import ADFL, ADFLTask
+
+PAPER = "adfl"
+METHODS = {"baseline": "baseline", "adfl": "adfl"}   # method name -> ADFL mode
+METHOD_TITLES = {"baseline": "Baseline", "adfl": "ADFL"}
+NEUTRAL = "neutral"
+
+PRESETS = {
+    # CPU / CI: 48x41 crops of 55x47 faces, a quarter of the paper's width, 25 epochs, lr 1e-3.
+    "smoke": dict(size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0),
+    # GPU: Sec. 3.1 and Table 1.
+    "paper": dict(size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0),
+}
+
+
+@dataclass(frozen=True)
+class ADFLConfig:
+    """Everything an ADFL chapter run depends on; the notebook's parameters map onto these fields."""
+
+    preset: str = "smoke"
+    dataset: str = "synth-ckplus"   # synth-<preset>, or a real dataset name with data_root
+    fold: int = 0
+    folds: str = ""                 # "" runs `fold`; "all" every fold; "0,3" those
+    methods: str = "baseline,adfl"
+    test_crops: str = "ten"         # "ten": mean over the ten crops (Sec. 3.1); "centre": the centre crop
+    table_datasets: str = "synth-mmi,synth-oulu"  # also run for Table 2 (no figures); "" for none
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+    out_dir: str = "results"
+    # the paper's constants (Sec. 3.1)
+    lambda_d: float = 1.0
+    lambda_n: float = 10.0
+    lambda_r: float = 1.0
+    margin: float = 0.35            # AM-Softmax m (Eq. 6)
+    scale_s: float = 30.0           # AM-Softmax s (Eq. 6)
+    feature_dim: int = 256          # FC-256 of each branch and of B_r
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 5e-4
+    # set by the preset
+    size: int = 48                  # crop height fed to the network (112 in the paper)
+    width: int = 8                  # Conv1's channels; Conv2, Conv3 and the branches double it (32 in the paper)
+    epochs: int = 25
+    batch_size: int = 32
+    lr: float = 1e-3
+    scale: float = 1.0              # SynthFER only: share of the preset's subjects
+
+    @classmethod
+    def from_preset(cls, preset: str = "smoke", **overrides) -> "ADFLConfig":
+        return config_from_preset(cls, PRESETS, preset, **overrides)
+
+    def method_list(self) -> list[str]:
+        return parse_methods(self.methods, METHODS)
+
+    def table_dataset_list(self) -> list[str]:
+        return name_list(self.table_datasets, exclude=self.dataset)
+
+    @property
+    def widths(self) -> tuple[int, int, int, int]:
+        return self.width, 2 * self.width, 4 * self.width, 8 * self.width
+
+    @property
+    def aligned_size(self) -> tuple[int, int]:
+        """The aligned face (128x110 in the paper) scaled to `size`: what the images are loaded at."""
+        return TRANSFORMS["adfl"].geometry(self.size)[0]
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """The network input (112x96 in the paper) scaled to `size`."""
+        return TRANSFORMS["adfl"].geometry(self.size)[1]
+
+    def run_name(self, method: str, fold: int) -> str:
+        return f"adfl-{method}-{self.dataset}-{self.preset}-{self.test_crops}-seed{self.seed}-fold{fold}"
+
+
+def load(cfg: ADFLConfig) -> ProtocolData:
+    """The dataset under ADFL's protocol (expressive frames plus each sequence's first frame as neutral)."""
+    data = load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.aligned_size, scale=cfg.scale,
+                              seed=cfg.seed)
+    if NEUTRAL not in data.protocol.classes:
+        raise FerlibError(f"ADFL needs neutral faces, but the adfl protocol for {cfg.dataset} has no neutral class "
+                          f"({', '.join(data.protocol.classes)}); see data_manifests/protocols/adfl.yaml")
+    return data
+
+
+def expressive_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The N-1 classes the splitter and the classifier predict."""
+    return tuple(c for c in classes if c != NEUTRAL)
+
+
+def build_task(cfg: ADFLConfig, method: str, classes: tuple[str, ...], in_channels: int = 3) -> ADFLTask:
+    model = ADFL(len(classes), classes.index(NEUTRAL), in_channels, input_size=cfg.crop_size, widths=cfg.widths,
+                 feature_dim=cfg.feature_dim, s=cfg.scale_s, m=cfg.margin, mode=METHODS[method])
+    return ADFLTask(model, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                    lambdas=(cfg.lambda_d, cfg.lambda_n, cfg.lambda_r), test_crops=cfg.test_crops)
+
+
+def run_fold(cfg: ADFLConfig, data: ProtocolData, fold: int, method: str, progress: bool = True) -> MethodFold:
+    fold_data = make_fold(data, fold, transform="adfl", size=cfg.size, ten_crop=cfg.test_crops == "ten")
+    seed_everything(cfg.seed)  # weights draw from torch's RNG: seed before building them
+    task = build_task(cfg, method, fold_data.classes, fold_data.in_channels)
+    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
+                          run_name=cfg.run_name(method, fold), progress=progress)
+    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
+               for split, ds in (("train", fold_data.train), ("val", fold_data.val), ("test", fold_data.test))]
+    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method},
+                 class_names=expressive_classes(fold_data.classes))
+    test = evaluate(task, loaders[2], task.device)
+    return MethodFold(method, fold, record, fold_data, task, test)
+
+
+def run(cfg: ADFLConfig, data: ProtocolData | None = None, progress: bool = True) -> MethodsResult:
+    """Every method of `cfg.methods` on every fold asked for."""
+    data = data or load(cfg)
+    folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
+    return MethodsResult(cfg, [run_fold(cfg, data, f, m, progress) for m in cfg.method_list() for f in folds])
+
+
+def replace_dataset(cfg: ADFLConfig, dataset: str) -> ADFLConfig:
+    """The same run on another SynthFER dataset (a Table 2 column)."""
+    synth_only(dataset, cfg.dataset)
+    return dataclasses.replace(cfg, dataset=dataset, data_root=None)
+
+
+@torch.no_grad()
+def encode_split(fold: MethodFold, split: str = "test") -> dict[str, np.ndarray]:
+    """Every feature of Fig. 2 (f_e; for ADFL also f_n, f_r, h_r) for *every* image of a split,
+    neutral ones included (single centre crop), with `label` (index in the N classes) and `subject`.
+
+    split: "test" or "train_eval" (the training split with the test-time transform)."""
+    dataset = single_crop(fold.data, split)
+    out: dict[str, list] = {}
+    with eval_mode([fold.task.model]):
+        for batch in make_loader(dataset, 256, shuffle=False):
+            feats = fold.task.model.encode(batch["image"].to(fold.task.device))
+            for name, value in feats.items():
+                if name != "classified":
+                    out.setdefault(name, []).append(value.float().cpu())
+            out.setdefault("label", []).append(batch["label"])
+    arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    arrays["subject"] = np.asarray(dataset.subjects)
+    arrays["sequence"] = fold.data.sequences(dataset)
+    return arrays
+
+
+def single_crop(data: FoldData, split: str) -> FERDataset:
+    """`split` of a fold with one centre crop per image (ten-crop splits rebuilt without the crops)."""
+    dataset = getattr(data, split)
+    if not getattr(dataset.transform, "ten_crop", False):
+        return dataset
+    return FERDataset(data.cache, data.manifest.loc[dataset.index], data.classes,
+                      transform=make_transform("adfl", train=False, size=dataset.transform.size))
+
+
+FEATURE_TITLES = {"f_e": "f_e (expressive component, Eq. 1)", "f_n": "f_n (neutral component)",
+                  "f_r": "f_r = f_e - f_n (Eq. 5)", "h_r": "FC(f_r): what the classifier reads"}
+
+
+def probe_table(folds: list[MethodFold], seed: int = 0, pixel_components: int = 256) -> pd.DataFrame:
+    """Identity and expression linear probes on every feature of every method of one fold.
+
+    Features of the training subjects' images (neutral ones included), split by whole sequences:
+    a linear probe learns subject identity (or the expression, neutral included) on some sequences
+    and is scored on the held-out ones. The reference is raw pixels, reduced by a PCA fitted on the
+    probe's training images to `pixel_components` dimensions (a 256-d feature's footing, and fast).
+    The paper's story predicts high identity and low expression for f_n, the reverse for f_r."""
+    from sklearn.decomposition import PCA
+    first = folds[0]
+    train_eval = first.data.train_eval
+    subjects, labels = np.asarray(train_eval.subjects), np.asarray(train_eval.labels)
+    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=first.data.sequences(train_eval))
+    pixels = np.stack([train_eval[i]["image"].numpy().ravel() for i in range(len(train_eval))])
+    pca = PCA(min(pixel_components, len(tr), pixels.shape[1]), random_state=seed).fit(pixels[tr])
+    representations = [("raw pixels", f"PCA to {pca.n_components_} dimensions", pca.transform(pixels))]
+    for f in folds:
+        feats = encode_split(f, "train_eval")
+        for name in ("f_e", "f_n", "f_r", "h_r"):
+            if name in feats:
+                representations.append((METHOD_TITLES[f.method], FEATURE_TITLES[name], feats[name]))
+    rows = []
+    for method, feature, x in representations:
+        who = identity_probe(x[tr], subjects[tr], x[te], subjects[te], seed=seed)
+        what = identity_probe(x[tr], labels[tr], x[te], labels[te], seed=seed)
+        rows.append({"method": method, "feature": feature,
+                     "identity probe %": round(100 * who["acc"], 1), "identity x chance": round(who["ratio"], 2),
+                     "expression probe %": round(100 * what["acc"], 1), "expression x chance": round(what["ratio"], 2)})
+    return pd.DataFrame(rows)
+
+
+def dispeller_report(fold: MethodFold) -> dict:
+    """How well the trained dispeller still names the expression from f_n on the test split, against
+    chance (1/N): near chance means l_n fooled it, as Sec. 2.3 intends."""
+    if fold.method != "adfl":
+        raise FerlibError("only ADFL has a dispeller")
+    feats = encode_split(fold, "test")
+    with torch.no_grad():
+        logits = fold.task.model.dispeller(torch.from_numpy(feats["f_n"]).to(fold.task.device)).cpu()
+    probs = logits.softmax(1)
+    acc = float((logits.argmax(1).numpy() == feats["label"]).mean())
+    entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean() / np.log(probs.shape[1]))
+    return {"dispeller acc": acc, "chance": 1 / probs.shape[1], "normalised entropy": entropy}
+
+
+__all__ = ["ADFLConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "build_task", "run_fold", "run",
+           "replace_dataset", "encode_split", "probe_table", "dispeller_report", "ours_for_table", "resolve_folds",
+           "FoldData", "expressive_classes"]
