@@ -89,7 +89,7 @@ for sequence in manifest["sequence"].drop_duplicates().head(5):
     position = [data.loaded.manifest.index.get_loc(i) for i in frames.index]
     rows.append([data.loaded.images[p] for p in position])
     labels.append(f"{frames['subject'].iloc[0]} {SHORT[frames['label'].iloc[-1]]}")
-fig = plots.image_grid(rows, row_labels=labels, col_labels=["first (neutral)", "expressive", "", ""],
+fig = plots.image_grid(rows, row_labels=labels, col_labels=["first: neutral", "expressive", "expressive", "expressive"],
                        title="protocol frames")
 fig.savefig(figures / "frames.png", bbox_inches="tight")
 fig
@@ -208,6 +208,7 @@ if "adfl" in cfg.method_list():
 # %%
 probes = adfl.probe_table([f for f in result.folds if f.fold == first_fold], seed=cfg.seed)
 print(f"data: {result.source}; training subjects of fold {first_fold}")
+print(adfl.disentanglement_summary(probes))
 probes
 
 # %% [markdown]

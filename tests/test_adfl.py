@@ -290,3 +290,40 @@ def test_a_prepared_cache_loads_at_a_non_square_size(tmp_path):
     cache = prepare("synth-mmi", None, "adfl", tmp_path / "c", scale=0.4, progress=False, detector="unused")
     assert load_prepared(cache, size=(55, 47)).images.shape[1:3] == (55, 47)
     assert load_prepared(cache, size=24).images.shape[1:3] == (24, 24)
+
+
+def test_a_real_dataset_layout_runs_through_adfl_at_128x110(tmp_path):
+    """CK+ in its owners' layout: aligned by five landmarks to 128x110, loaded at the smoke preset's
+    55x47 without squashing, trained and tested (neutral first frames included, not scored)."""
+    from ferlib.data import align
+    from ferlib.data.layouts import build_layout
+    from ferlib.data.prepare import load_prepared, prepare
+    from ferlib.experiments import adfl
+    fixture = build_layout("ckplus", tmp_path / "CK+")
+    cache = prepare("ckplus", fixture.root, "adfl", tmp_path / "cache", progress=False, detector=align.FaceDetector())
+    assert load_prepared(cache).images.shape[1:3] == (128, 110)
+    cfg = adfl.ADFLConfig.from_preset("smoke", dataset="ckplus", data_root=str(cache), epochs=1, width=4,
+                                      table_datasets="", out_dir=str(tmp_path / "results"))
+    data = adfl.load(cfg)
+    assert data.loaded.images.shape[1:3] == (55, 47) and "MTCNN-aligned to 128x110" in data.source
+    assert (data.manifest["label"] == "neutral").sum() == data.manifest["sequence"].nunique()
+    result = adfl.run(cfg, data, progress=False)
+    assert [f.record["finished"] for f in result.folds] == [True, True]
+
+
+def test_the_disentanglement_summary_reads_the_probe_table():
+    import pandas as pd
+    from ferlib.experiments import adfl
+    t = adfl.FEATURE_TITLES
+
+    def table(n_identity, n_expression):
+        return pd.DataFrame([
+            {"method": "ADFL", "feature": t["f_e"], "identity x chance": 10.0, "expression x chance": 3.0},
+            {"method": "ADFL", "feature": t["f_n"], "identity x chance": n_identity, "expression x chance": n_expression},
+            {"method": "ADFL", "feature": t["f_r"], "identity x chance": 12.0, "expression x chance": 3.2}])
+
+    assert adfl.disentanglement_summary(table(30.0, 1.5)).endswith("this run shows both.")
+    assert adfl.disentanglement_summary(table(30.0, 3.1)).endswith("this run shows one.")
+    assert adfl.disentanglement_summary(table(5.0, 3.1)).endswith("this run shows neither.")
+    assert "f_n 30.0x chance" in adfl.disentanglement_summary(table(30.0, 1.5))
+    assert "did not run" in adfl.disentanglement_summary(table(1, 1).assign(method="Baseline"))
