@@ -26,7 +26,7 @@ from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
 from ferlib.engine import Precision, resolve_device  # noqa: E402
-from ferlib.experiments import adfl, baseline, ifgan  # noqa: E402
+from ferlib.experiments import adfl, baseline, eifn, ifgan  # noqa: E402
 from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
@@ -121,6 +121,14 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
             rows.append(bench_training(
                 f"ADFL {parts}, {preset} preset",
                 lambda: adfl.build_task(cfg, method, classes), (3, *cfg.crop_size), cfg.batch_size, device, steps))
+    for preset in ("paper", "smoke"):
+        cfg = eifn.EIFNConfig.from_preset(preset)
+        # two full VGG-16s on 100 faces take minutes per step on a CPU: the quick run takes one step of 8
+        batch = min(cfg.batch_size, 8) if quick and device.type == "cpu" and preset == "paper" else cfg.batch_size
+        rows.append(bench_training(
+            f"EIFN (I + E + bilinear + identity head), {preset} preset",
+            lambda: eifn.build_task(cfg, "eifn", 7, torch.arange(10), 3, "ckplus", lr_step=cfg.lr_step),
+            (3, cfg.size, cfg.size), batch, device, 1 if quick and preset == "paper" else steps))
     return rows
 
 

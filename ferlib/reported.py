@@ -42,3 +42,37 @@ def reported_vs_reproduced(paper: str, ours: pd.DataFrame, titles: dict[str, str
         table["method"] = table["method"].map(lambda m: titles.get(m, m))
     table["reported"] = table["reported"].map(lambda v: f"{v:.2f} (reported)")
     return table[["table", "dataset", "method", "reported", "reproduced", "our data", "preset"]]
+
+
+def reported_confusion(paper: str, dataset: str, method: str | None = None) -> tuple[int, pd.DataFrame] | None:
+    """(table number, the paper's confusion matrix in % with rows true and columns predicted, labelled
+    by class) for `dataset` (base name), or None when the paper reports none."""
+    path = REPORTED_DIR / f"{paper}.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    for entry in raw.get("confusion", []):
+        if entry["dataset"] == dataset and (method is None or entry["method"] == method):
+            classes = list(entry["classes"])
+            rows = [[float(v) for v in row] for row in entry["rows"]]
+            if len(rows) != len(classes) or any(len(r) != len(classes) for r in rows):
+                raise FerlibError(f"{path}: the confusion matrix of table {entry['table']} is not "
+                                  f"{len(classes)}x{len(classes)}")
+            return int(entry["table"]), pd.DataFrame(rows, index=classes, columns=classes)
+    return None
+
+
+def confusion_beside_reported(paper: str, dataset: str, ours: "np.ndarray", classes, method: str | None = None):
+    """Per true class: the paper's recall (diagonal, % of the class, "reported") beside ours, in the
+    paper's class order; None when the paper reports no confusion matrix for `dataset`."""
+    import numpy as np
+    found = reported_confusion(paper, dataset, method)
+    if found is None:
+        return None
+    table, reported = found
+    ours = np.asarray(ours, dtype=float)
+    totals = ours.sum(axis=1, keepdims=True)
+    ours_pct = pd.DataFrame(100 * np.divide(ours, totals, out=np.full_like(ours, np.nan), where=totals > 0),
+                            index=list(classes), columns=list(classes)).loc[reported.index, reported.columns]
+    return pd.DataFrame({"class": reported.index,
+                         f"reported (Table {table}) %": [f"{reported.loc[c, c]:.2f} (reported)" for c in reported.index],
+                         "ours %": [round(ours_pct.loc[c, c], 1) for c in reported.index],
+                         "test images": [int(totals[list(classes).index(c), 0]) for c in reported.index]})

@@ -4,10 +4,10 @@ non-square data path, and a smoke run that lowers the loss."""
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import notebook_parameter_names
 import torch
 
 from ferlib.engine import Precision
@@ -258,9 +258,7 @@ def test_a_smoke_run_of_the_experiment_trains_both_methods(tmp_path):
 
 def test_adfl_notebook_parameters_map_onto_the_config_and_presets_match_the_paper():
     from ferlib.experiments import adfl
-    source = (Path(__file__).resolve().parents[1] / "notebooks" / "adfl.py").read_text()
-    cell = source.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
-    names = {line.split("=", 1)[0].strip() for line in cell.splitlines() if "=" in line and not line.startswith("#")}
+    names = notebook_parameter_names("adfl")
     assert names <= {f.name for f in dataclasses.fields(adfl.ADFLConfig)}
     assert {"dataset", "fold", "folds", "preset", "epochs", "seed", "data_root", "device", "out_dir", "methods",
             "test_crops"} <= names

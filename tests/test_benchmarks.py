@@ -16,6 +16,7 @@ def test_benchmark_table_has_a_row_per_part():
         "train baseline (PlainCNN), smoke preset", "train IF-GAN (G + D + E), paper preset",
         "train IF-GAN (G + D + E), smoke preset", "train ADFL baseline (S + B_e, AM-Softmax), paper preset",
         "train ADFL (S + B_e + B_n + B_r), paper preset", "train ADFL baseline (S + B_e, AM-Softmax), smoke preset",
-        "train ADFL (S + B_e + B_n + B_r), smoke preset"]
+        "train ADFL (S + B_e + B_n + B_r), smoke preset", "train EIFN (I + E + bilinear + identity head), paper preset",
+        "train EIFN (I + E + bilinear + identity head), smoke preset"]
     for row in rows:
         assert float(row.split("|")[3].replace(",", "")) > 0

@@ -151,3 +151,27 @@ def test_reported_vs_reproduced_keeps_the_papers_numbers_apart_from_ours():
     assert row["our data"] == "SynthFER ckplus" and row["preset"] == "smoke"
     other = table[(table["method"] == "resnet") & (table["dataset"] == "mmi")].iloc[0]
     assert other["reproduced"] == "not run" and other["our data"] == ""
+
+
+def test_reported_confusion_matrices_are_square_percentages_in_the_protocols_class_order():
+    from ferlib.data.protocols import load_protocol
+    from ferlib.reported import reported_confusion
+    for dataset, table_no in (("ckplus", 3), ("oulu", 4)):
+        table, matrix = reported_confusion("eifn", dataset)
+        assert table == table_no
+        assert list(matrix.index) == list(matrix.columns) == list(load_protocol("eifn", dataset).classes)
+        assert np.allclose(matrix.sum(axis=1), 100, atol=0.02)  # every row of the paper's tables sums to 100%
+    assert reported_confusion("eifn", "mmi") is None and reported_confusion("ifgan", "ckplus") is None
+
+
+def test_confusion_beside_reported_puts_our_recall_next_to_the_papers():
+    from ferlib.reported import confusion_beside_reported
+    classes = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+    ours = np.diag([3, 2, 1, 4, 0, 5]).astype(float)
+    ours[0, 1] = 1  # anger: 3 of 4 right
+    side = confusion_beside_reported("eifn", "oulu", ours, classes)
+    assert list(side["class"]) == list(classes)
+    assert side["reported (Table 4) %"][0] == "82.08 (reported)"
+    assert side["ours %"][0] == 75.0 and side["test images"][0] == 4
+    assert np.isnan(side["ours %"][4]) and side["test images"][4] == 0
+    assert confusion_beside_reported("eifn", "mmi", ours, classes) is None

@@ -4,6 +4,7 @@ average targets from training subjects only, and a smoke run that lowers the los
 import dataclasses
 
 import pytest
+from conftest import notebook_parameter_names
 import torch
 
 from ferlib.engine import Precision
@@ -177,12 +178,8 @@ def test_a_smoke_run_lowers_the_loss(tmp_path):
 
 
 def test_ifgan_notebook_parameters_map_onto_the_config_and_presets_match_the_paper():
-    import dataclasses
-    from pathlib import Path
     from ferlib.experiments import ifgan
-    source = (Path(__file__).resolve().parents[1] / "notebooks" / "ifgan.py").read_text()
-    cell = source.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
-    names = {line.split("=", 1)[0].strip() for line in cell.splitlines() if "=" in line and not line.startswith("#")}
+    names = notebook_parameter_names("ifgan")
     assert names <= {f.name for f in dataclasses.fields(ifgan.IFGANConfig)}
     assert {"dataset", "fold", "folds", "preset", "epochs", "seed", "data_root", "device", "out_dir", "methods",
             "classifier_input", "pretrained"} <= names

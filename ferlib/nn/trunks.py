@@ -50,10 +50,11 @@ def adapt_conv1_weight(rgb_weight: torch.Tensor, in_channels: int) -> torch.Tens
     return adapted * (3.0 / in_channels)
 
 
-def read_state_dict(path: Path, depth: int) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, or a FerlibError saying what the file should hold."""
-    expected = (f"a torchvision ResNet-{depth} state_dict saved with torch.save(model.state_dict(), path), "
-                f"e.g. the ImageNet weights torchvision publishes as resnet{depth}-*.pth")
+def read_state_dict(path: Path, depth: int | None = None, expected: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, or a FerlibError saying what the file should hold
+    (`expected`, or a torchvision ResNet-`depth` state_dict)."""
+    expected = expected or (f"a torchvision ResNet-{depth} state_dict saved with torch.save(model.state_dict(), "
+                            f"path), e.g. the ImageNet weights torchvision publishes as resnet{depth}-*.pth")
     if not path.is_file():
         raise FerlibError(f"pretrained weights file {path} does not exist; it should be {expected}. "
                           "Pass pretrained=None to train from scratch.")

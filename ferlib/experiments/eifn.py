@@ -1,0 +1,268 @@
+"""The EIFN experiment: EFN, EIFN* and EIFN (Tables 1-2), each pre-trained on the other dataset and
+fine-tuned per fold.
+
+    cfg = EIFNConfig.from_preset("smoke", fold=3)
+    result = run(cfg)
+
+Two stages (Sec. 3.1). Stage 1 trains the whole network on every image of the other dataset (CK+
+for Oulu-CASIA and back: the protocol's `pretrain_on`), once per method, and is reused by every
+fold. Stage 2 keeps I, E and the identity FC1, starts new classifiers (other expressions, other
+subjects) and fine-tunes on the fold's training split, lr / 10 every 20 epochs. The lambdas of
+Eq. 5 follow the dataset a stage trains on: (1e-4, 1, 6) on Oulu-CASIA, (1e-4, 2, 1) on CK+,
+exactly as Sec. 3.1 lists them for both orders.
+
+`paper`: 64x64 faces, VGG-16, SGD batch 100, momentum 0.9, lr 0.01, weight decay 5e-4. `smoke`:
+48 px, VGG-16 at an eighth of its width, a short pre-training, for the CPU and CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.registry import LoadedDataset, base_name
+from ferlib.data.transforms import make_transform
+from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
+from ferlib.errors import FerlibError
+from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
+                                       load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
+                                       resolve_folds, synth_only)
+from ferlib.models.eifn import EIFN, EIFNTask
+
+PAPER = "eifn"
+METHODS = {"efn": "efn", "eifn-star": "eifn-star", "eifn": "eifn"}   # method name -> EIFN mode
+METHOD_TITLES = {"efn": "EFN (baseline)", "eifn-star": "EIFN*", "eifn": "EIFN"}
+TRANSFERRED = ("I.", "E.", "identity.fc1.")   # what stage 2 keeps from stage 1
+# the settings stage 1 depends on (not the fold, the fine-tuning schedule or the target's other settings)
+PRETRAIN_FIELDS = ("preset", "pretrained", "seed", "lr", "momentum", "weight_decay", "centre_lr", "lambdas_ckplus",
+                   "lambdas_oulu", "size", "width_divisor", "identity_dim", "pretrain_epochs", "batch_size", "scale",
+                   "batch_norm", "classifier_lr_mult")
+
+PRESETS = {
+    # CPU / CI: 48 px, VGG-16-BN at 1/16 width, 3 pre-training and 16 fine-tuning epochs (lr / 10 after 12),
+    # batch 16, the expression classifier at 3x the learning rate (see the chapter's Deviations).
+    "smoke": dict(size=48, width_divisor=16, identity_dim=64, pretrain_epochs=3, epochs=16, lr_step=12,
+                  batch_size=16, scale=1.0, batch_norm=True, classifier_lr_mult=3.0),
+    # GPU: Sec. 3.1 (the epoch counts are not stated: 30 pre-training, 60 fine-tuning assumed).
+    "paper": dict(size=64, width_divisor=1, identity_dim=512, pretrain_epochs=30, epochs=60, lr_step=20,
+                  batch_size=100, scale=1.0, batch_norm=False, classifier_lr_mult=1.0),
+}
+
+
+@dataclass(frozen=True)
+class EIFNConfig:
+    """Everything an EIFN chapter run depends on; the notebook's parameters map onto these fields."""
+
+    preset: str = "smoke"
+    dataset: str = "synth-ckplus"   # synth-<preset>, or a real dataset name (ckplus, oulu) with data_root
+    fold: int = 0
+    folds: str = ""                 # "" runs `fold`; "all" every fold; "0,3" those
+    methods: str = "efn,eifn-star,eifn"
+    pretrain: bool = True           # stage 1 on the protocol's `pretrain_on` dataset
+    pretrain_root: str | None = None  # data_root of the pre-training dataset when it is a real one
+    pretrained: str | None = None   # a local torchvision VGG-16 state_dict (ImageNet); None: from scratch
+    table_datasets: str = "synth-oulu"  # also run for Tables 1-2 (no figures); "" for none
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+    out_dir: str = "results"
+    # the paper's constants (Sec. 3.1)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    centre_lr: float = 0.5          # Wen et al.'s alpha for the centre update
+    lambdas_ckplus: tuple[float, float, float] = (1e-4, 2.0, 1.0)   # (lambda1, lambda2, lambda3) training on CK+
+    lambdas_oulu: tuple[float, float, float] = (1e-4, 1.0, 6.0)     # ... training on Oulu-CASIA
+    # set by the preset
+    size: int = 48
+    width_divisor: int = 16
+    identity_dim: int = 64
+    pretrain_epochs: int = 3
+    epochs: int = 16
+    lr_step: int = 12
+    batch_size: int = 16
+    scale: float = 1.0
+    batch_norm: bool = True         # VGG-16-BN (smoke: from scratch plain VGG-16 does not learn); paper: VGG-16
+    classifier_lr_mult: float = 3.0   # the expression classifier's lr / lr (paper: 1)
+
+    @classmethod
+    def from_preset(cls, preset: str = "smoke", **overrides) -> "EIFNConfig":
+        return config_from_preset(cls, PRESETS, preset, **overrides)
+
+    def method_list(self) -> list[str]:
+        return parse_methods(self.methods, METHODS)
+
+    def table_dataset_list(self) -> list[str]:
+        return name_list(self.table_datasets, exclude=self.dataset)
+
+    def lambdas_for(self, dataset: str) -> tuple[float, float, float]:
+        """Eq. 5's (lambda1, lambda2, lambda3) for a stage that trains on `dataset` (Sec. 3.1)."""
+        name = base_name(dataset)
+        if name not in ("ckplus", "oulu"):
+            raise FerlibError(f"EIFN's lambdas are given for CK+ and Oulu-CASIA only, not {dataset}")
+        return self.lambdas_ckplus if name == "ckplus" else self.lambdas_oulu
+
+    def run_name(self, method: str, fold: int) -> str:
+        stage1 = "pre" if self.pretrain else "nopre"
+        return f"eifn-{method}-{self.dataset}-{self.preset}-{stage1}-seed{self.seed}-fold{fold}"
+
+
+def load(cfg: EIFNConfig) -> ProtocolData:
+    return load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.size, scale=cfg.scale,
+                              seed=cfg.seed)
+
+
+def pretrain_dataset(cfg: EIFNConfig, data: ProtocolData) -> str | None:
+    return data.protocol.pretrain_on if cfg.pretrain else None
+
+
+def load_pretraining(cfg: EIFNConfig, data: ProtocolData) -> ProtocolData | None:
+    """The other dataset under EIFN's protocol, with the target's channels (CK+ is mostly grey,
+    Oulu-CASIA VIS colour: grey images are repeated to RGB, RGB ones averaged to grey)."""
+    name = pretrain_dataset(cfg, data)
+    if name is None:
+        return None
+    if not name.startswith("synth-") and cfg.pretrain_root is None:
+        raise FerlibError(f"EIFN pre-trains {cfg.dataset} on {name} (Sec. 3.1): give its prepared cache or root as "
+                          f"pretrain_root, or pretrain=False to skip stage 1 (a deviation)")
+    other = load_protocol_data(name, PAPER, data_root=cfg.pretrain_root, size=cfg.size, scale=cfg.scale,
+                               seed=cfg.seed)
+    images, want = other.loaded.images, data.loaded.images.shape[-1]
+    if images.shape[-1] != want:
+        images = (np.repeat(images, want, axis=-1) if images.shape[-1] == 1
+                  else images.mean(axis=-1, keepdims=True).round().astype(np.uint8))
+        other = dataclasses.replace(other, loaded=LoadedDataset(images, other.loaded.manifest, other.loaded.classes,
+                                                                f"{other.source}, converted to {want} channel(s)"))
+    return other
+
+
+def subject_classes(dataset: FERDataset) -> torch.Tensor:
+    """Dataset subject index -> identity class among `dataset`'s own subjects; -1 for the others."""
+    lookup = torch.full((len(dataset.subject_names),), -1, dtype=torch.long)
+    present = np.unique(dataset.subjects)
+    lookup[torch.as_tensor(present)] = torch.arange(len(present))
+    return lookup
+
+
+def build_task(cfg: EIFNConfig, method: str, num_expressions: int, subjects: torch.Tensor, in_channels: int,
+               dataset: str, lr_step: int | None) -> EIFNTask:
+    model = EIFN(num_expressions, subjects, in_channels, cfg.size, cfg.width_divisor, cfg.identity_dim,
+                 cfg.pretrained, mode=METHODS[method], batch_norm=cfg.batch_norm)
+    return EIFNTask(model, lambdas=cfg.lambdas_for(dataset), lr=cfg.lr, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay, lr_step=lr_step, centre_lr=cfg.centre_lr,
+                    classifier_lr_mult=cfg.classifier_lr_mult)
+
+
+def pretrain(cfg: EIFNConfig, method: str, other: ProtocolData, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Stage 1 on every image of `other`; returns the weights stage 2 keeps (I, E, identity FC1).
+    Its run lives under out_dir like any other, so a second call (another fold) resumes the finished run."""
+    cache = ImageCache.from_arrays(other.loaded.images, other.loaded.manifest)
+    train = FERDataset(cache, other.manifest, other.protocol.classes,
+                       transform=make_transform("eifn", train=True, size=cfg.size))
+    seed_everything(cfg.seed)
+    task = build_task(cfg, method, len(other.protocol.classes), subject_classes(train), other.loaded.images.shape[-1],
+                      other.protocol.dataset, lr_step=None)
+    name = f"eifn-pretrain-{method}-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}"
+    engine = EngineConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
+                          run_name=name, progress=progress)
+    settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
+    fit(task, make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed), None, None, engine,
+        config=settings | {"stage": "pretrain", "method": method, "pretrain_dataset": other.protocol.dataset,
+                           "channels": other.loaded.images.shape[-1]})
+    return {k: v.detach().clone() for k, v in task.model.state_dict().items() if k.startswith(TRANSFERRED)}
+
+
+def run_fold(cfg: EIFNConfig, data: ProtocolData, fold: int, method: str, stage1: dict | None = None,
+             progress: bool = True) -> MethodFold:
+    """Stage 2 on one fold, starting from `stage1` (the weights `pretrain` returned) when given."""
+    fold_data = make_fold(data, fold, transform="eifn", size=cfg.size)
+    seed_everything(cfg.seed)
+    task = build_task(cfg, method, len(fold_data.classes), subject_classes(fold_data.train), fold_data.in_channels,
+                      data.protocol.dataset, lr_step=cfg.lr_step)
+    if stage1 is not None:
+        missing = set(stage1) - set(task.model.state_dict())
+        if missing:
+            raise FerlibError(f"stage-1 weights do not fit this model: {sorted(missing)[:3]}")
+        task.model.load_state_dict(stage1, strict=False)
+    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
+                          run_name=cfg.run_name(method, fold), progress=progress)
+    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
+               for split, ds in (("train", fold_data.train), ("val", fold_data.val), ("test", fold_data.test))]
+    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method,
+                                                               "pretrained_on": stage1 is not None},
+                 class_names=fold_data.classes)
+    test = evaluate(task, loaders[2], task.device)
+    return MethodFold(method, fold, record, fold_data, task, test)
+
+
+def run(cfg: EIFNConfig, data: ProtocolData | None = None, progress: bool = True) -> MethodsResult:
+    """Every method of `cfg.methods`: stage 1 once, then stage 2 on every fold asked for."""
+    data = data or load(cfg)
+    folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
+    other = load_pretraining(cfg, data)
+    results = []
+    for method in cfg.method_list():
+        stage1 = pretrain(cfg, method, other, progress) if other is not None else None
+        results += [run_fold(cfg, data, f, method, stage1, progress) for f in folds]
+    return MethodsResult(cfg, results)
+
+
+def replace_dataset(cfg: EIFNConfig, dataset: str) -> EIFNConfig:
+    """The same run on another SynthFER dataset (the other table)."""
+    synth_only(dataset, cfg.dataset)
+    return dataclasses.replace(cfg, dataset=dataset, data_root=None, pretrain_root=None)
+
+
+@torch.no_grad()
+def branch_features(fold: MethodFold, split: str = "train_eval") -> dict[str, np.ndarray]:
+    """Per image of a split: E's conv5_3 maps average-pooled (the expression branch's descriptor), I's
+    likewise, the fused bilinear vector, and label / subject / sequence."""
+    from ferlib.engine import eval_mode
+    dataset = getattr(fold.data, split)
+    out: dict[str, list] = {"expression branch": [], "identity branch": [], "fused bilinear": [], "label": []}
+    model = fold.task.model
+    with eval_mode([model]):
+        for batch in make_loader(dataset, 256, shuffle=False):
+            x = batch["image"].to(fold.task.device)
+            f_id, f_exp = model.I(x), model.E(x)
+            out["expression branch"].append(f_exp.mean((2, 3)).cpu())
+            out["identity branch"].append(f_id.mean((2, 3)).cpu())
+            out["fused bilinear"].append(model.fusion(f_id, f_exp).cpu())
+            out["label"].append(batch["label"])
+    arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    arrays["subject"] = np.asarray(dataset.subjects)
+    arrays["sequence"] = fold.data.sequences(dataset)
+    return arrays
+
+
+def probe_table(folds: list[MethodFold], seed: int = 0) -> pd.DataFrame:
+    """Identity-leakage probe (and, for contrast, an expression probe) on each method's expression
+    branch, identity branch and fused vector, over the training subjects' held-out sequences."""
+    from ferlib.eval import holdout_split, identity_probe
+    first = folds[0]
+    subjects = np.asarray(first.data.train_eval.subjects)
+    labels = np.asarray(first.data.train_eval.labels)
+    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=first.data.sequences(first.data.train_eval))
+    te_seen = te[np.isin(labels[te], labels[tr])]
+    rows = []
+    for f in folds:
+        feats = branch_features(f)
+        for name in ("expression branch", "identity branch", "fused bilinear"):
+            x = feats[name]
+            who = identity_probe(x[tr], subjects[tr], x[te], subjects[te], seed=seed)
+            what = identity_probe(x[tr], labels[tr], x[te_seen], labels[te_seen], seed=seed)
+            rows.append({"method": METHOD_TITLES[f.method], "feature": name, "dims": x.shape[1],
+                         "identity probe %": round(100 * who["acc"], 1), "identity x chance": round(who["ratio"], 2),
+                         "expression probe %": round(100 * what["acc"], 1),
+                         "expression x chance": round(what["ratio"], 2)})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["EIFNConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
+           "run", "replace_dataset", "branch_features", "probe_table", "ours_for_table", "FoldData",
+           "subject_classes", "build_task"]
