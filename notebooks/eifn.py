@@ -196,9 +196,10 @@ for name in ("expression branch", "fused bilinear"):
 #   width, batch 32, 12 epochs); with a batch norm after every convolution it learns. The smoke preset uses
 #   VGG-16-BN (`batch_norm=True`); the paper preset keeps plain VGG-16.
 # - **The expression classifier's learning rate.** It reads an L2-normalised vector, so at lr 0.01 its
-#   logits grow slowly, and a short CPU schedule ends before it has learned much. On SynthFER CK+ fold 0
-#   (smoke preset otherwise, one torch thread) EFN / EIFN\* / EIFN reached 38 / 40 / 40% test accuracy at 1x
-#   and 51 / 70 / 65% at 3x; 10x made stage 1 on Oulu-CASIA (where lambda3 = 6) unstable. The smoke preset
+#   logits grow slowly, and a short CPU schedule ends before it has learned much. On SynthFER CK+ fold 0,
+#   `eifn.run(eifn.EIFNConfig.from_preset("smoke", classifier_lr_mult=m))` with one torch thread gave
+#   EFN / EIFN\* / EIFN 38 / 40 / 40% test accuracy for m = 1 and 51 / 70 / 65% for m = 3; m = 10 made
+#   stage 1 on Oulu-CASIA (where lambda3 = 6) unstable. The smoke preset
 #   gives this one layer 3x the learning rate (`classifier_lr_mult`); the paper preset keeps 1x.
 # - **Where the max pooling goes.** Sec. 2.1 lists ReLU and max pooling after conv5_3 as part of I. We
 #   fuse the conv5_3 + ReLU maps (4x4 locations for a 64x64 face) and pool only in the face-recognition
