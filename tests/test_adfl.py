@@ -325,3 +325,10 @@ def test_the_disentanglement_summary_reads_the_probe_table():
     assert adfl.disentanglement_summary(table(5.0, 3.1)).endswith("this run shows neither.")
     assert "f_n 30.0x chance" in adfl.disentanglement_summary(table(30.0, 1.5))
     assert "did not run" in adfl.disentanglement_summary(table(1, 1).assign(method="Baseline"))
+
+
+def test_an_unknown_test_crop_mode_is_refused(tmp_path):
+    from ferlib.experiments import adfl
+    cfg = adfl.ADFLConfig.from_preset("smoke", test_crops="five", scale=0.3, out_dir=str(tmp_path))
+    with pytest.raises(FerlibError, match="test_crops='five'"):
+        adfl.run_fold(cfg, adfl.load(cfg), 0, "adfl", progress=False)

@@ -24,12 +24,12 @@ import torch
 from ferlib.data.cache import FERDataset
 from ferlib.data.transforms import PRESETS as TRANSFORMS
 from ferlib.data.transforms import make_transform
-from ferlib.engine import EngineConfig, evaluate, eval_mode, fit, make_loader, seed_everything
+from ferlib.engine import eval_mode, make_loader, seed_everything
 from ferlib.errors import FerlibError
-from ferlib.eval import holdout_split, identity_probe
+from ferlib.eval import holdout_split
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
-                                       resolve_folds, synth_only)
+                                       probe_rows, resolve_folds, synth_only, train_fold)
 from ferlib.models.adfl import ADFL, ADFLTask
 
 PAPER = "adfl"
@@ -125,20 +125,18 @@ def build_task(cfg: ADFLConfig, method: str, classes: tuple[str, ...], in_channe
     model = ADFL(len(classes), classes.index(NEUTRAL), in_channels, input_size=cfg.crop_size, widths=cfg.widths,
                  feature_dim=cfg.feature_dim, s=cfg.scale_s, m=cfg.margin, mode=METHODS[method])
     return ADFLTask(model, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                    lambdas=(cfg.lambda_d, cfg.lambda_n, cfg.lambda_r), test_crops=cfg.test_crops)
+                    lambdas=(cfg.lambda_d, cfg.lambda_n, cfg.lambda_r))
 
 
 def run_fold(cfg: ADFLConfig, data: ProtocolData, fold: int, method: str, progress: bool = True) -> MethodFold:
+    if cfg.test_crops not in ("centre", "ten"):
+        raise FerlibError(f"test_crops={cfg.test_crops!r}: 'ten' (the mean over the ten crops) or 'centre'")
     fold_data = make_fold(data, fold, transform="adfl", size=cfg.size, ten_crop=cfg.test_crops == "ten")
     seed_everything(cfg.seed)  # weights draw from torch's RNG: seed before building them
     task = build_task(cfg, method, fold_data.classes, fold_data.in_channels)
-    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=cfg.run_name(method, fold), progress=progress)
-    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
-               for split, ds in (("train", fold_data.train), ("val", fold_data.val), ("test", fold_data.test))]
-    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method},
-                 class_names=expressive_classes(fold_data.classes))
-    test = evaluate(task, loaders[2], task.device)
+    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),
+                              asdict(cfg) | {"fold": fold, "method": method},
+                              class_names=expressive_classes(fold_data.classes), progress=progress)
     return MethodFold(method, fold, record, fold_data, task, test)
 
 
@@ -200,24 +198,16 @@ def probe_table(folds: list[MethodFold], seed: int = 0, pixel_components: int = 
     from sklearn.decomposition import PCA
     first = folds[0]
     train_eval = first.data.train_eval
-    subjects, labels = np.asarray(train_eval.subjects), np.asarray(train_eval.labels)
-    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=first.data.sequences(train_eval))
+    subjects, sequences = np.asarray(train_eval.subjects), first.data.sequences(train_eval)
+    tr, _ = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)  # the split probe_rows uses
     pixels = np.stack([train_eval[i]["image"].numpy().ravel() for i in range(len(train_eval))])
     pca = PCA(min(pixel_components, len(tr), pixels.shape[1]), random_state=seed).fit(pixels[tr])
     representations = [("raw pixels", f"PCA to {pca.n_components_} dimensions", pca.transform(pixels))]
     for f in folds:
         feats = encode_split(f, "train_eval")
-        for name in ("f_e", "f_n", "f_r", "h_r"):
-            if name in feats:
-                representations.append((METHOD_TITLES[f.method], FEATURE_TITLES[name], feats[name]))
-    te_seen = te[np.isin(labels[te], labels[tr])]  # the expression probe scores only classes it was fitted on
-    rows = []
-    for method, feature, x in representations:
-        who = identity_probe(x[tr], subjects[tr], x[te], subjects[te], seed=seed)
-        what = identity_probe(x[tr], labels[tr], x[te_seen], labels[te_seen], seed=seed)
-        rows.append({"method": method, "feature": feature,
-                     "identity probe %": round(100 * who["acc"], 1), "identity x chance": round(who["ratio"], 2),
-                     "expression probe %": round(100 * what["acc"], 1), "expression x chance": round(what["ratio"], 2)})
+        representations += [(METHOD_TITLES[f.method], FEATURE_TITLES[name], feats[name])
+                            for name in ("f_e", "f_n", "f_r", "h_r") if name in feats]
+    rows = probe_rows(representations, subjects, train_eval.labels, sequences, seed)
     return pd.DataFrame(rows)
 
 

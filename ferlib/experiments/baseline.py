@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
+from ferlib.engine import seed_everything
 from ferlib.experiments.common import (FoldData, ProtocolData, aggregate, config_from_preset, load_protocol_data,
-                                       make_fold, resolve_folds)
+                                       make_fold, resolve_folds, train_fold)
 from ferlib.experiments.common import identity_leakage as common_identity_leakage
 from ferlib.models.baseline import BaselineTask, PlainCNN
 
@@ -87,12 +87,7 @@ def run_fold(cfg: BaselineConfig, data: ProtocolData, fold: int, progress: bool 
     data = make_fold(data, fold, transform="baseline", size=cfg.size)
     seed_everything(cfg.seed)  # the weights' initialisation draws from torch's RNG: seed it first
     task = make_task(cfg, len(data.classes), data.in_channels)
-    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=cfg.run_name(fold), progress=progress)
-    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
-               for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
-    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold}, class_names=data.classes)
-    test = evaluate(task, loaders[2], task.device)
+    record, test = train_fold(task, data, cfg, cfg.run_name(fold), asdict(cfg) | {"fold": fold}, progress=progress)
     return FoldResult(fold, record, data, task, test)
 
 

@@ -161,6 +161,40 @@ def resolve_folds(fold: int, folds: str, k: int) -> list[int]:
     return chosen
 
 
+def train_fold(task, data: FoldData, cfg, run_name: str, config: dict, class_names=None,
+               progress: bool = True) -> tuple[dict, dict]:
+    """Fit `task` on a fold's train split (selecting on val), test once: (run record, test evaluation).
+
+    `cfg` supplies epochs, seed, device, out_dir and batch_size; `config` is the record's (and the
+    resume check's) experiment settings."""
+    from ferlib.engine import EngineConfig, evaluate, fit, make_loader
+    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
+                          run_name=run_name, progress=progress)
+    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
+               for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
+    record = fit(task, *loaders, engine, config=config,
+                 class_names=data.classes if class_names is None else class_names)
+    return record, evaluate(task, loaders[2], task.device)
+
+
+def probe_rows(representations, subjects, labels, sequences, seed: int = 0) -> list[dict]:
+    """Identity and expression linear probes on each (method, feature, array) of `representations`,
+    all on one split of images by whole sequences (`holdout_split`): fitted on some sequences of the
+    subjects, scored on their held-out ones. The expression probe scores only classes it was fitted on."""
+    from ferlib.eval import holdout_split, identity_probe
+    subjects, labels = np.asarray(subjects), np.asarray(labels)
+    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)
+    te_seen = te[np.isin(labels[te], labels[tr])]
+    rows = []
+    for method, feature, x in representations:
+        who = identity_probe(x[tr], subjects[tr], x[te], subjects[te], seed=seed)
+        what = identity_probe(x[tr], labels[tr], x[te_seen], labels[te_seen], seed=seed)
+        rows.append({"method": method, "feature": feature,
+                     "identity probe %": round(100 * who["acc"], 1), "identity x chance": round(who["ratio"], 2),
+                     "expression probe %": round(100 * what["acc"], 1), "expression x chance": round(what["ratio"], 2)})
+    return rows
+
+
 def identity_leakage(task, data: FoldData, seed: int = 0) -> dict:
     """The identity-leakage probe on the features `task.predict` returns.
 

@@ -27,11 +27,11 @@ import torch
 from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.registry import LoadedDataset, base_name
 from ferlib.data.transforms import make_transform
-from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
+from ferlib.engine import EngineConfig, fit, make_loader, seed_everything
 from ferlib.errors import FerlibError
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
-                                       resolve_folds, synth_only)
+                                       probe_rows, resolve_folds, synth_only, train_fold)
 from ferlib.models.eifn import EIFN, EIFNTask
 
 PAPER = "eifn"
@@ -189,14 +189,9 @@ def run_fold(cfg: EIFNConfig, data: ProtocolData, fold: int, method: str, stage1
         if missing:
             raise FerlibError(f"stage-1 weights do not fit this model: {sorted(missing)[:3]}")
         task.model.load_state_dict(stage1, strict=False)
-    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=cfg.run_name(method, fold), progress=progress)
-    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
-               for split, ds in (("train", fold_data.train), ("val", fold_data.val), ("test", fold_data.test))]
-    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method,
-                                                               "pretrained_on": stage1 is not None},
-                 class_names=fold_data.classes)
-    test = evaluate(task, loaders[2], task.device)
+    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),
+                              asdict(cfg) | {"fold": fold, "method": method, "pretrained_on": stage1 is not None},
+                              progress=progress)
     return MethodFold(method, fold, record, fold_data, task, test)
 
 
@@ -243,24 +238,16 @@ def branch_features(fold: MethodFold, split: str = "train_eval") -> dict[str, np
 def probe_table(folds: list[MethodFold], seed: int = 0) -> pd.DataFrame:
     """Identity-leakage probe (and, for contrast, an expression probe) on each method's expression
     branch, identity branch and fused vector, over the training subjects' held-out sequences."""
-    from ferlib.eval import holdout_split, identity_probe
-    first = folds[0]
-    subjects = np.asarray(first.data.train_eval.subjects)
-    labels = np.asarray(first.data.train_eval.labels)
-    tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=first.data.sequences(first.data.train_eval))
-    te_seen = te[np.isin(labels[te], labels[tr])]
-    rows = []
+    train_eval = folds[0].data.train_eval
+    representations = []
     for f in folds:
         feats = branch_features(f)
-        for name in ("expression branch", "identity branch", "fused bilinear"):
-            x = feats[name]
-            who = identity_probe(x[tr], subjects[tr], x[te], subjects[te], seed=seed)
-            what = identity_probe(x[tr], labels[tr], x[te_seen], labels[te_seen], seed=seed)
-            rows.append({"method": METHOD_TITLES[f.method], "feature": name, "dims": x.shape[1],
-                         "identity probe %": round(100 * who["acc"], 1), "identity x chance": round(who["ratio"], 2),
-                         "expression probe %": round(100 * what["acc"], 1),
-                         "expression x chance": round(what["ratio"], 2)})
-    return pd.DataFrame(rows)
+        representations += [(METHOD_TITLES[f.method], name, feats[name])
+                            for name in ("expression branch", "identity branch", "fused bilinear")]
+    table = pd.DataFrame(probe_rows(representations, train_eval.subjects, train_eval.labels,
+                                    folds[0].data.sequences(train_eval), seed))
+    table.insert(2, "dims", [x.shape[1] for _, _, x in representations])
+    return table
 
 
 __all__ = ["EIFNConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",

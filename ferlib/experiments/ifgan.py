@@ -17,10 +17,10 @@ import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.transforms import make_transform
-from ferlib.engine import EngineConfig, evaluate, fit, make_loader, seed_everything
+from ferlib.engine import make_loader, seed_everything
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
-                                       resolve_folds, synth_only, with_extra_training_data)
+                                       resolve_folds, synth_only, train_fold, with_extra_training_data)
 from ferlib.experiments.common import identity_leakage as common_identity_leakage
 from ferlib.models.ifgan import IFGAN, IFGANTask, average_targets
 
@@ -186,13 +186,8 @@ def run_fold(cfg: IFGANConfig, data: ProtocolData, fold: int, method: str, progr
     fold_data = make_fold(data, fold, transform="ifgan", size=cfg.size)
     seed_everything(cfg.seed)  # weights draw from torch's RNG: seed before building them
     task = make_task(cfg, method, fold_data)
-    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=cfg.run_name(method, fold), progress=progress)
-    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
-               for split, ds in (("train", fold_data.train), ("val", fold_data.val), ("test", fold_data.test))]
-    record = fit(task, *loaders, engine, config=asdict(cfg) | {"fold": fold, "method": method},
-                 class_names=fold_data.classes)
-    test = evaluate(task, loaders[2], task.device)
+    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),
+                              asdict(cfg) | {"fold": fold, "method": method}, progress=progress)
     return MethodFold(method, fold, record, fold_data, task, test)
 
 

@@ -142,10 +142,8 @@ class ADFLTask:
     """The engine's task: one Adam step on Eq. 8 (or on AM-Softmax alone for the baseline)."""
 
     def __init__(self, model: ADFL, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 5e-4, lambdas=(1.0, 10.0, 1.0), test_crops: str = "centre"):
-        if test_crops not in ("centre", "ten"):
-            raise FerlibError(f"test_crops {test_crops!r}: 'centre' or 'ten'")
-        self.model, self.lambdas, self.test_crops = model, tuple(lambdas), test_crops
+                 weight_decay: float = 5e-4, lambdas=(1.0, 10.0, 1.0)):
+        self.model, self.lambdas = model, tuple(lambdas)
         self.modules = {"adfl": model}
         self.optimizers = {"adam": torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps,
                                                     weight_decay=weight_decay)}
@@ -167,13 +165,6 @@ class ADFLTask:
         self.amp.backward(loss)
         self.amp.step(optimizer)
         return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
-
-    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`model.encode`, averaged over the ten crops when `images` is (B, 10, C, h, w)."""
-        if images.ndim == 5:
-            b, k = images.shape[:2]
-            return {name: f.reshape(b, k, -1).mean(1) for name, f in self.model.encode(images.flatten(0, 1)).items()}
-        return self.model.encode(images)
 
     def predict(self, batch):
         """Logits over the N-1 non-neutral classes, their labels and the classifier's features, for
