@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	rm -rf notebooks/results
 	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout 900 -p no:cacheprovider
+		--nbval-cell-timeout 1800 -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider
@@ -33,7 +33,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	rm -rf notebooks/results
 	$(PY) -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout 900 -p no:cacheprovider
+		--nbval-cell-timeout 1800 -p no:cacheprovider
 
 # Execute each notebook in place with its default (smoke) parameters: the .py is the source,
 # jupytext refreshes the .ipynb's inputs, papermill runs it in notebooks/ (as nbval does).

@@ -22,6 +22,14 @@ What the engine gives the task (attributes set by `fit` before the first step):
   (e.g. several discriminator updates) calls `task.amp.update()` itself in between.
   `task.amp.unscale_(optimizer)` comes before gradient clipping.
 - `task.autocast`: the same as `task.amp.autocast`.
+- Modes: every module of `task.modules` is put in train mode before each epoch (whatever mode
+  the task arrived in) and in eval mode inside `evaluate`; a step that needs a part in eval mode
+  sets it itself.
+
+Determinism: with `deterministic=True` torch is asked for deterministic kernels in warn-only
+mode, so an op without one (some CUDA kernels) still runs; `fit` counts such ops and the record's
+`determinism` says whether the run was deterministic (on this machine: CPU results still differ
+between processors).
 
 Shuffling that survives a crash: build train loaders with `make_loader`; the engine calls
 `set_epoch(epoch)` on their sampler before each epoch, so epoch e's order depends only on
@@ -45,6 +53,7 @@ import platform
 import random
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -391,6 +400,37 @@ def summarise_test(result: dict, class_names: Sequence[str]) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- determinism
+
+NONDETERMINISTIC = "does not have a deterministic implementation"   # torch's warn_only message
+
+
+@contextlib.contextmanager
+def watch_determinism(seen: dict[str, int]):
+    """Count, in `seen`, the ops torch reported as having no deterministic implementation inside
+    the block (deterministic mode is warn-only: such an op runs, and the run is then not
+    reproducible bit for bit). Each op's warning is still shown once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if NONDETERMINISTIC in text:
+            op = text.split(NONDETERMINISTIC)[0].strip().rstrip(":").strip() or "an op"
+            if op not in seen:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            seen[op] = seen.get(op, 0) + 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def determinism_summary(cfg: EngineConfig, device: torch.device, seen: dict[str, int]) -> dict:
+    """Whether the run was deterministic: asked for, and no op reported otherwise. Deterministic
+    means the same result on rerunning on this machine, not on another processor or GPU."""
+    return {"requested": cfg.deterministic, "deterministic": bool(cfg.deterministic and not seen),
+            "nondeterministic_ops": dict(seen), "device_type": device.type}
+
+
 # ----------------------------------------------------------------------------- fit
 
 def batch_size_of(batch) -> int:
@@ -409,6 +449,8 @@ def train_epoch(task: Task, loader: Iterable, cfg: EngineConfig, epoch: int, ste
     """One pass over `loader`; returns (mean of each logged loss, next global step, images seen)."""
     sums: dict[str, float] = {}
     steps, images = 0, 0
+    for module in task.modules.values():  # whatever mode the task arrived in (or evaluate left)
+        module.train()
     # The per-step bar shows up only for epochs longer than a few seconds; `fit` keeps one bar per run.
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress, delay=5,
                mininterval=1)
@@ -478,7 +520,19 @@ def load_training_state(task: Task, amp: Precision, ckpt: dict, path: Path) -> N
 def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_loader: Iterable | None,
         cfg: EngineConfig, config: dict | None = None, class_names: Sequence[str] | None = None,
         stop_after_epoch: int | None = None) -> dict:
-    """Train `task`, keep the best validation epoch, test it once, and return the run record.
+    """Train `task`, keep the best validation epoch, test it once, and return the run record
+    (`fit_and_test` also returns that one test evaluation's arrays)."""
+    return fit_and_test(task, train_loader, val_loader, test_loader, cfg, config, class_names, stop_after_epoch)[0]
+
+
+def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_loader: Iterable | None,
+                 cfg: EngineConfig, config: dict | None = None, class_names: Sequence[str] | None = None,
+                 stop_after_epoch: int | None = None) -> tuple[dict, dict | None]:
+    """Train `task`, keep the best validation epoch, test it once: (run record, test evaluation).
+
+    The test evaluation is `evaluate`'s dict (logits, labels, features, ...) of the one pass over
+    `test_loader`, the same pass the record's `test` summarises; None without a `test_loader` or
+    when stopped early. Nothing else reads the test split: use this evaluation, never a second one.
 
     Resumes from `<out_dir>/<run_name>/last.pt` when it exists (the same `config` and engine
     settings are required). The checkpoint is selected on `val_loader` by `cfg.select_metric`; with
@@ -520,6 +574,7 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
         if cfg.progress:
             tqdm.write(f"{cfg.run_name}: resuming after epoch {epochs_done} from {last_path}")
     resumed_from = epochs_done
+    determinism = dict(ckpt.get("determinism") or {}) if last_path.exists() else {}
 
     run_bar = tqdm(total=cfg.epochs, initial=epochs_done, desc=cfg.run_name, unit="epoch", mininterval=1,
                    disable=not cfg.progress)
@@ -527,9 +582,10 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
         epoch_start = time.perf_counter()
         set_loader_epoch(train_loader, epoch)
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in task.optimizers.items()}
-        losses, step, images = train_epoch(task, train_loader, cfg, epoch, step, device)
-        train_time = time.perf_counter() - epoch_start
-        val = evaluate(task, val_loader, device) if val_loader is not None else None
+        with watch_determinism(determinism):
+            losses, step, images = train_epoch(task, train_loader, cfg, epoch, step, device)
+            train_time = time.perf_counter() - epoch_start
+            val = evaluate(task, val_loader, device) if val_loader is not None else None
         step_schedulers(task, val)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in losses.items()}, **lrs}
         if val is not None:
@@ -545,7 +601,7 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
         history.append(jsonable(row))
         save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "history": history,
                          "best_value": best_value, "best_epoch": best_epoch, "config_hash": fingerprint,
-                         "rng": rng_state(), **training_state(task, amp)}, last_path)
+                         "determinism": determinism, "rng": rng_state(), **training_state(task, amp)}, last_path)
         if cfg.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k.startswith(("train_", "val_")) and isinstance(v, float))
@@ -556,7 +612,7 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.epochs:
             run_bar.close()
             return build_record(cfg, config, fingerprint, history, best_epoch, best_value, None, device,
-                                started, resumed_from, finished=False)
+                                started, resumed_from, finished=False, determinism=determinism), None
 
     run_bar.close()
     if not best_path.exists():
@@ -565,23 +621,24 @@ def fit(task: Task, train_loader: Iterable, val_loader: Iterable | None, test_lo
     best = load_checkpoint(best_path, device)
     for k, m in task.modules.items():
         m.load_state_dict(best["modules"][k])
-    test = None
+    test, result = None, None
     if test_loader is not None:
-        result = evaluate(task, test_loader, device)
+        with watch_determinism(determinism):
+            result = evaluate(task, test_loader, device)
         names = list(class_names) if class_names is not None else [str(i) for i in range(result["confusion"].shape[0])]
         if len(names) != result["confusion"].shape[0]:
             raise FerlibError(f"class_names has {len(names)} names but the model predicts "
                               f"{result['confusion'].shape[0]} classes")
         test = summarise_test(result, names)
     record = build_record(cfg, config, fingerprint, history, best_epoch, best_value, test, device, started,
-                          resumed_from, finished=True)
+                          resumed_from, finished=True, determinism=determinism)
     write_json(record, run_dir / "record.json")
-    return record
+    return record, result
 
 
 def build_record(cfg: EngineConfig, config: dict, fingerprint: str, history: list, best_epoch: int | None,
                  best_value: float | None, test: dict | None, device: torch.device, started: float,
-                 resumed_from: int, finished: bool) -> dict:
+                 resumed_from: int, finished: bool, determinism: dict | None = None) -> dict:
     return jsonable({
         "run_name": cfg.run_name,
         "finished": finished,
@@ -595,6 +652,7 @@ def build_record(cfg: EngineConfig, config: dict, fingerprint: str, history: lis
         **git_commit(),
         "versions": package_versions(),
         "device": device_name(device),
+        "determinism": determinism_summary(cfg, device, determinism or {}),
         "resumed_from_epoch": resumed_from,
         "train_time_s": sum(r["epoch_time_s"] for r in history),
         "wall_time_s": time.perf_counter() - started,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -25,6 +26,13 @@ def load_reported(paper: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reproduced_cell(mean: float, std: float, folds: int) -> str:
+    """"81.02 ± 3.10 (5 folds)"; with one fold the spread is unknown, not zero: "81.02 (1 fold, no spread)"."""
+    if int(folds) < 2 or std is None or not np.isfinite(std):
+        return f"{mean:.2f} ({int(folds)} fold, no spread)"
+    return f"{mean:.2f} ± {std:.2f} ({int(folds)} folds)"
+
+
 def reported_vs_reproduced(paper: str, ours: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
     """The paper's rows with our numbers beside them.
 
@@ -34,8 +42,8 @@ def reported_vs_reproduced(paper: str, ours: pd.DataFrame, titles: dict[str, str
     """
     table = load_reported(paper).merge(ours, on=["method", "dataset"], how="left")
     ran = table["mean"].notna()
-    table["reproduced"] = [f"{m:.2f} ± {s:.2f} ({int(n)} fold{'s' if n != 1 else ''})" if r else "not run"
-                           for m, s, n, r in zip(table["mean"], table["std"].fillna(0.0), table["folds"].fillna(0), ran)]
+    table["reproduced"] = [reproduced_cell(m, s, n) if r else "not run"
+                           for m, s, n, r in zip(table["mean"], table["std"], table["folds"].fillna(0), ran)]
     table["our data"] = table["data"].where(ran, "")
     table["preset"] = table["preset"].where(ran, "")
     if titles:

@@ -27,6 +27,8 @@ fold = 0                  # test fold, 0-based; the next fold validates, the oth
 folds = ""                # "" runs `fold`; "all" runs every fold; "0,3,7" runs those
 preset = "smoke"          # smoke (CPU, about a minute per dataset) or paper (Sec. 3.1: 112x96 crops, 100 epochs; GPU)
 epochs = None             # None: the preset's
+expand = None             # None: the preset's; True: an epoch visits all ten crops of every training image (paper),
+                          # False: one random crop per image per epoch (smoke)
 seed = 0
 data_root = None          # a prepared cache or the root of a licensed copy
 device = "auto"
@@ -49,6 +51,7 @@ from ferlib import plots
 from ferlib.data.transforms import make_transform
 from ferlib.eval import embed_2d
 from ferlib.experiments import adfl
+from ferlib.experiments.common import determinism_note, plan_chapter
 from ferlib.labels import SHORT
 from ferlib.reported import reported_vs_reproduced
 
@@ -56,7 +59,10 @@ pd.set_option("display.max_colwidth", None)
 started = time.perf_counter()
 cfg = adfl.ADFLConfig.from_preset(preset, dataset=dataset, fold=fold, folds=folds, epochs=epochs, seed=seed,
                                   data_root=data_root, device=device, out_dir=out_dir, methods=methods,
-                                  test_crops=test_crops, lambda_n=lambda_n, table_datasets=table_datasets)
+                                  test_crops=test_crops, lambda_n=lambda_n, table_datasets=table_datasets,
+                                  expand=expand)
+plan = plan_chapter(cfg, adfl.PAPER, adfl.replace_dataset)  # every fold checked before any training
+plan.show()
 figures = Path(out_dir) / "figures" / f"adfl-{dataset}-{preset}"
 figures.mkdir(parents=True, exist_ok=True)
 cfg
@@ -95,8 +101,11 @@ fig.savefig(figures / "frames.png", bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Each training image is one of ten crops: the four corners and the centre of the aligned face and of its
-# mirror (Sec. 3.1). With `test_crops="ten"` a test face is scored by the mean over the same ten.
+# The training set is ten crops of every image: the four corners and the centre of the aligned face and of
+# its mirror (Sec. 3.1), so the paper's epoch is a pass over 10 x N crops of N training images. With
+# `expand=True` (the paper preset) each epoch visits every (image, crop) pair exactly once, in random
+# order; the smoke preset (`expand=False`) draws one of the ten at random per image per epoch, N samples,
+# a tenth of the paper's epoch. With `test_crops="ten"` a test face is scored by the mean over the same ten.
 
 # %%
 face = torch.from_numpy(data.loaded.images[0]).permute(2, 0, 1)
@@ -113,6 +122,11 @@ fig
 # tests prove which. The baseline is the shared layers and the expression branch with the AM-Softmax
 # classifier, trained with it alone. The engine keeps the epoch with the best validation accuracy and
 # tests once.
+#
+# The paper preset's schedule is the paper's count of steps: about 100 epochs of batch 64 over the ten
+# crops of the N training images (neutral ones included), 100 x ceil(10 N / 64) Adam steps; on CK+, with
+# about 1,046 training images per fold, 164 steps an epoch and about 16,400 in all. The smoke preset's
+# 25 epochs of one crop per image are 25 x ceil(N / 32) steps.
 
 # %%
 result = adfl.run(cfg, data)
@@ -133,7 +147,7 @@ plots.training_curves(result.of(cfg.method_list()[-1])[0].record)
 # the paper's.
 
 # %%
-other_results = [adfl.run(adfl.replace_dataset(cfg, name), progress=False) for name in cfg.table_dataset_list()]
+other_results = [adfl.run(table, progress=False) for table in plan.tables]
 for r in other_results:
     for f in r.folds:
         print(f"{r.config.dataset:13s} {adfl.METHOD_TITLES[f.method]:8s} fold {f.fold}: "
@@ -217,6 +231,10 @@ probes
 # - **Data.** SynthFER's ckplus-, mmi- and oulu-like presets unless `dataset` and `data_root` name a real
 #   dataset; the numbers are not comparable with the paper's. SynthFER faces are rendered square; a
 #   128x110 face is the centre of a 128x128 render (the aligned real faces are 128x110 themselves).
+# - **CK+ has eight classes, contempt included.** The paper does not list CK+'s classes. Its protocol
+#   (DeRL's) takes every labelled sequence, all 327, so contempt is a class: neutral plus seven
+#   expressions, the classifier and the splitter naming the seven (1,308 images; see
+#   `data_manifests/protocols/adfl.yaml`). MMI and Oulu-CASIA have neutral plus the six basic expressions.
 # - **Table 1 is partly garbled in our copy.** Conv3 (128 channels: a stride-2 layer and four residual
 #   units) and the branches (256: a stride-2 layer, one unit, FC-256) are legible; Conv1 and Conv2 are
 #   not. They follow SphereFace-20 at the same half width: Conv1 32 channels with one residual unit,
@@ -233,7 +251,9 @@ probes
 #   scratch.
 # - **Smoke preset.** 48x41 crops of 55x47 faces instead of 112x96 of 128x110, a quarter of the width
 #   (Conv1 8 channels instead of 32), 25 epochs instead of about 100, batch 32 and learning rate 1e-3
-#   instead of 64 and 1e-4. Same code as `paper`.
+#   instead of 64 and 1e-4, and an epoch of one random crop per image (`expand=False`) instead of all ten:
+#   each smoke epoch is a tenth of a paper epoch, and the smoke run sees about a fortieth of the paper's
+#   training samples. Same code as `paper`, whose epochs visit every crop of every image (`expand=True`).
 
 # %% [markdown]
 # ## Cost
@@ -246,4 +266,5 @@ for r in [result, *other_results]:
         print(f"{r.config.dataset:13s} {adfl.METHOD_TITLES[f.method]:8s} parameters {n_params:,}; training "
               f"{history['images_per_s'].median():.0f} images/s; wall time {f.record['wall_time_s']:.1f} s "
               f"on {f.record['device']}")
+print(determinism_note([f.record for r in [result, *other_results] for f in r.folds]))
 print(f"chapter wall time: {time.perf_counter() - started:.1f} s")

@@ -42,12 +42,14 @@ from ferlib import plots
 from ferlib.engine import evaluate, make_loader
 from ferlib.eval import embed_2d, holdout_split, identity_probe
 from ferlib.experiments import baseline
+from ferlib.experiments.common import determinism_note, plan_chapter
 from ferlib.labels import SHORT
 
 pd.set_option("display.max_colwidth", None)  # tables name their data in full
 started = time.perf_counter()
 cfg = baseline.BaselineConfig.from_preset(preset, dataset=dataset, fold=fold, folds=folds, epochs=epochs,
                                           seed=seed, data_root=data_root, device=device, out_dir=out_dir)
+plan_chapter(cfg, baseline.PAPER).show()  # a fold this protocol does not have stops here, before any training
 cfg
 
 # %% [markdown]
@@ -189,4 +191,5 @@ print(f"parameters: {n_params:,}")
 print(f"device: {first.record['device']}")
 print(f"training throughput: {history['images_per_s'].median():.0f} images/s (median over epochs)")
 print(f"training wall time per fold: {first.record['wall_time_s']:.1f} s")
+print(determinism_note([f.record for f in result.folds]))
 print(f"chapter wall time: {time.perf_counter() - started:.1f} s")

@@ -36,6 +36,7 @@ methods = "resnet,ifgan-noattention,ifgan"  # the rows of Tables 1 and 2 to trai
 classifier_input = "candidate"  # what E sees of a tuple: "candidate" (the second image) or "pair" (both)
 pretrained = None         # a local torchvision ResNet state_dict (ImageNet); None trains from scratch
 extra_datasets = ""       # extra training data as in Sec. 4.3, e.g. "synth-mmi,synth-bu3dfe" (or "mmi=CACHE_DIR")
+averages_from = ""        # I_AE from: "" the paper's choice (see below), "train" (the training split) or datasets
 table_datasets = "synth-bu3dfe,synth-mmi,synth-rafdb"  # also trained, for Tables 1-2 only; "" for none
 
 # %%
@@ -51,6 +52,7 @@ from ferlib import plots
 from ferlib.engine import evaluate, make_loader
 from ferlib.eval import embed_2d, holdout_split, identity_probe
 from ferlib.experiments import ifgan
+from ferlib.experiments.common import determinism_note, plan_chapter
 from ferlib.labels import SHORT
 from ferlib.models.ifgan import decoder_attention_maps
 from ferlib.reported import reported_vs_reproduced
@@ -60,7 +62,10 @@ started = time.perf_counter()
 cfg = ifgan.IFGANConfig.from_preset(preset, dataset=dataset, fold=fold, folds=folds, epochs=epochs, seed=seed,
                                     data_root=data_root, device=device, out_dir=out_dir, methods=methods,
                                     classifier_input=classifier_input, pretrained=pretrained,
-                                    extra_datasets=extra_datasets, table_datasets=table_datasets)
+                                    extra_datasets=extra_datasets, table_datasets=table_datasets,
+                                    averages_from=averages_from)
+plan = plan_chapter(cfg, ifgan.PAPER, ifgan.replace_dataset)  # every fold checked before any training
+plan.show()
 figures = Path(out_dir) / "figures" / f"ifgan-{dataset}-{preset}"
 figures.mkdir(parents=True, exist_ok=True)
 cfg
@@ -71,8 +76,11 @@ cfg
 # IF-GAN's protocol (Sec. 4.1): the last three frames of each CK+ sequence labelled with one of the six
 # basic expressions, ten subject-exclusive folds, eight training, one validation and one test fold
 # per run. MMI takes the three middle (peak) frames, BU-3DFE the two highest intensities, RAF-DB its
-# standard split. With `extra_datasets`, the other datasets' rows (fold -1 in the counts) join every
-# fold's training split and never its validation or test split.
+# standard split (SynthFER's RAF-DB, which has none, a seeded fifth of its subjects as the test part). With
+# `extra_datasets`, the other datasets' rows (fold -1 in the counts) join every fold's training split and
+# never its validation or test split. An extra dataset's images of a class the dataset under test does not
+# have are dropped, with a note here and in the data line: RAF-DB's neutral images beside a six-class posed
+# dataset (the paper does not say what it did with them).
 
 # %%
 data = ifgan.load(cfg)
@@ -83,17 +91,25 @@ data.counts()
 # %% [markdown]
 # ## The "average identity" targets
 #
-# For each test fold, the target I_AE of an expression is the pixel mean of every training image with
-# that expression (Sec. 4.3); the test subjects never enter it. These are the faces G learns to
-# produce. On SynthFER they are recognisably faces, blurred where subjects differ.
+# For each test fold of a posed dataset, the target I_AE of an expression is the pixel mean of every
+# training image with that expression (Sec. 4.3); the validation and test subjects never enter it. RAF-DB's
+# targets, its neutral one too, come instead from the three posed datasets (frontal faces; Sec. 4.3): per
+# class, the mean of their IF-GAN images, and for neutral the mean of their neutral faces (the first frame of
+# each CK+ and MMI sequence the protocol keeps, BU-3DFE's neutral face of each subject). `averages_from`
+# chooses: "" is the paper's choice for `dataset`, "train" the fold's training split, or a list of other
+# datasets ("synth-mmi,synth-bu3dfe"); a list naming `dataset` itself is refused, since its test subjects
+# would enter I_AE. Other SynthFER presets are other people, so they leak nothing. These are the faces G
+# learns to produce. On SynthFER they are recognisably faces, blurred where subjects differ. The figure
+# shows the first fold's targets, and the line above it says where they come from.
 
 # %%
 first_fold = ifgan.resolve_folds(cfg.fold, cfg.folds, data.protocol.k)[0]
 fold_data = ifgan.make_fold(data, first_fold, transform="ifgan", size=cfg.size)
-averages = ifgan.fold_averages(fold_data)
+averages = ifgan.fold_targets(cfg, fold_data)
 classes = fold_data.classes
+print(ifgan.averages_source(cfg))
 fig = plots.image_grid(list(averages), col_labels=list(classes), value_range=(-1, 1),
-                       title=f"average expression faces, training split of fold {first_fold}")
+                       title=f"average expression faces (I_AE), fold {first_fold}")
 fig.savefig(figures / "averages.png", bbox_inches="tight")
 fig
 
@@ -126,7 +142,7 @@ plots.training_curves(result.of(cfg.method_list()[-1])[0].record)
 # they are not comparable with the paper's.
 
 # %%
-other_results = [ifgan.run(ifgan.replace_dataset(cfg, name), progress=False) for name in cfg.table_dataset_list()]
+other_results = [ifgan.run(table, progress=False) for table in plan.tables]
 for r in other_results:
     for f in r.folds:
         print(f"{r.config.dataset:13s} {ifgan.METHOD_TITLES[f.method]:22s} fold {f.fold}: "
@@ -265,7 +281,8 @@ for method in dict.fromkeys(["resnet", cfg.method_list()[-1]]):
 #   as wide, 10 epochs instead of 100, learning rate 5e-4 instead of 1e-4. Same code as `paper`.
 # - **Island-loss weight.** The paper sets l4 = 1. Trained from scratch on this data, that weight
 #   collapses E onto one class (the ResNet row, 10 smoke epochs: 19% test accuracy with 1, 71% with
-#   0.01, measured with `IFGANConfig.from_preset("smoke", lambda_island=...)`), so the smoke preset
+#   0.01, measured with `IFGANConfig.from_preset("smoke", lambda_island=...)` on SynthFER as it was
+#   before each preset had its own people), so the smoke preset
 #   uses 0.01; the paper preset keeps 1. The centre term is averaged over the batch (Eq. 5 sums over
 #   it) and the centres have their own SGD optimiser with learning rate 0.5, as centre-loss practice
 #   has it.
@@ -279,13 +296,37 @@ for method in dict.fromkeys(["resnet", cfg.method_list()[-1]]):
 #   stride-2 levels (5 at 224 px, down to 7x7), with attention on the encoder at 1/8 resolution, on the
 #   1/4-resolution skip connection, and on the decoder after the 1/4-resolution maps (56x56 at 224 px),
 #   the module Fig. 6 shows.
+# - **Losses as trained.** Three departures from Sec. 3.2's equations (`ferlib/models/ifgan.py`:
+#   `generator_adversarial_loss`, `discriminator_adversarial_loss`, `l1_loss`). (1) G's adversarial term
+#   is the non-saturating -log D(G(I_SE)) (binary cross-entropy of D's patch logits on the fake tuple
+#   against "real"), not Eq. 2's log(1 - D(G(I_SE))), which gives G almost no gradient while D wins
+#   easily; the paper does not say which it used. (2) D's loss is Eq. 2's two cross-entropies halved, as
+#   pix2pix does; under Adam a constant factor hardly changes D's steps, though it doubles the relative
+#   pull of D's weight decay. (3) The L1 term (Eq. 3) is the mean absolute difference per pixel value
+#   (over channels, pixels and the batch, images in [-1, 1]), as pix2pix's code computes it, not the L1
+#   norm of each image, a sum over its CxHxW values. So l2 = 20 weighs L1 against the other terms
+#   3x224x224 = 150,528 times less than it would on per-image sums at 224 px (6,912 times less at the
+#   smoke preset's 48 px); the paper does not say which it meant. The softmax term is, per Eq. 4, the
+#   sum of the real and the fake tuple's batch-mean cross-entropies.
+# - **RAF-DB's validation split.** The paper reports no validation set for RAF-DB. The study holds out a
+#   seeded tenth of the training subjects for model selection (`val_fraction: 0.1` in
+#   `data_manifests/protocols/ifgan.yaml`); RAF-DB publishes no identities, so every image is its own subject
+#   and this is a random tenth of the training images, not stratified by class. The official test split is
+#   untouched. SynthFER's RAF-DB has no official split, so a seeded fifth of its subjects forms the test part.
+# - **Where the average faces come from.** `averages_from=""` is the paper's choice (Sec. 4.3): the fold's
+#   training split for BU-3DFE, CK+ and MMI; for RAF-DB the three posed SynthFER datasets, with the neutral
+#   I_AE the mean of their neutral faces (which the posed datasets' protocols do not use otherwise). A real
+#   RAF-DB must name its averaging datasets: a real dataset prepared for IF-GAN keeps only its peak frames,
+#   so it has no neutral face, and `averages_from` naming real posed datasets is refused for want of a
+#   neutral I_AE; "train" (RAF-DB's own training split) or SynthFER's posed datasets are the options.
 # - **Extra training data.** The paper trains each dataset with the other three as additional training
-#   data and takes RAF-DB's average faces from the posed datasets. Both are here (`-p extra_datasets
-#   synth-mmi,synth-bu3dfe`, each extra dataset under its own IF-GAN frame rule, in every fold's
-#   training split; with extras, an official-split dataset such as RAF-DB averages only the extra, posed
-#   images). The default runs train each dataset alone, to stay within the CPU budget, and say so in
-#   their data line; the RAF-DB row still takes its average faces from the three posed SynthFER
-#   datasets (`averages_from`), as the paper does.
+#   data. That is here as `-p extra_datasets synth-mmi,synth-bu3dfe,synth-rafdb`: each extra dataset under
+#   its own IF-GAN frame rule, all of its rows in every fold's training split, never in validation or
+#   test. A posed (six-class) dataset drops RAF-DB's neutral images, which it has no class for, and says
+#   so in its data line; the paper does not say what it did with them. RAF-DB with the posed datasets as
+#   extras gains no neutral training images from them (their protocols keep only peak frames). The
+#   default runs train each dataset alone, to stay within the CPU budget, and say so in their data line;
+#   the RAF-DB row still takes its average faces from the three posed SynthFER datasets, as the paper does.
 
 # %% [markdown]
 # ## Cost
@@ -298,4 +339,5 @@ for f in result.folds:
           f"{history['images_per_s'].median():.0f} images/s; wall time {f.record['wall_time_s']:.1f} s "
           f"on {f.record['device']}")
 print(f"E's trunk: {result.folds[0].task.model.E.trunk.source}")
+print(determinism_note([f.record for r in [result, *other_results] for f in r.folds]))
 print(f"chapter wall time: {time.perf_counter() - started:.1f} s")

@@ -1,6 +1,6 @@
 """ADFL: Table 1's architecture and its parameter count, the gradient routing of the four losses,
-neutral samples, AM-Softmax and Eq. 4 against hand-computed values, ten-crop prediction, the
-non-square data path, and a smoke run that lowers the loss."""
+neutral samples, AM-Softmax, Eq. 4 and Eq. 5 against hand-computed values, ten-crop prediction, the
+dispeller report, the non-square data path, and smoke runs."""
 
 import dataclasses
 import math
@@ -78,8 +78,44 @@ def test_adfl_paper_architecture_follows_table_1():
     with torch.no_grad():
         feats = model.eval().encode(torch.randn(2, 3, 112, 96))
     assert {k: tuple(v.shape) for k, v in feats.items()} == {k: (2, 256) for k in ("f_e", "f_n", "f_r", "h_r", "classified")}
-    assert torch.allclose(feats["f_r"], feats["f_e"] - feats["f_n"])  # Eq. 5
     assert model(torch.randn(2, 3, 112, 96)).shape == (2, n - 1)
+
+
+def constant_branches(model: ADFL, f_e: torch.Tensor, f_n: torch.Tensor) -> None:
+    """Set B_e and B_n to output `f_e` and `f_n` for any input (last FC: zero weights, that bias) and
+    B_r's FC to the identity, so that f_r and h_r are known by hand."""
+    with torch.no_grad():
+        for branch, value in ((model.expression_branch, f_e), (model.neutral_branch, f_n)):
+            branch[-1].weight.zero_()
+            branch[-1].bias.copy_(value)
+        model.residual_fc.weight.copy_(torch.eye(len(f_e)))
+        model.residual_fc.bias.zero_()
+
+
+def test_eq_5_the_residual_is_f_e_minus_f_n_against_hand_set_branches():
+    model = small_model().eval()
+    f_e = torch.linspace(-1.0, 2.0, 16)
+    f_n = torch.linspace(0.5, -0.5, 16) ** 2
+    constant_branches(model, f_e, f_n)
+    x, labels = batch()
+    feats = model.encode(x)
+    expected = (f_e - f_n).expand(len(x), -1)                        # Eq. 5, by hand
+    assert torch.equal(feats["f_e"], f_e.expand(len(x), -1)) and torch.equal(feats["f_n"], f_n.expand(len(x), -1))
+    assert torch.allclose(feats["f_r"], expected) and torch.allclose(feats["h_r"], expected)
+    assert torch.allclose(model(x), model.classifier(expected))     # the classifier reads FC(f_e - f_n)
+    # l_r (Eq. 7) in `losses` builds its own residual: AM-Softmax of FC(f_e - f_n), over the expressive samples
+    expressive, mask = expressive_labels(labels, 0)
+    l_r = model.classifier.loss(expected[mask], expressive[mask])
+    assert model.losses(x, labels)["l_r"].item() == pytest.approx(l_r.item(), rel=1e-5)
+    assert model.classifier.loss((-expected)[mask], expressive[mask]).item() != pytest.approx(l_r.item(), rel=1e-3)
+    # the untouched networks: the residual of two separately run branches, against encode's
+    model = small_model().eval()
+    with torch.no_grad():
+        shared = model.shared(x)
+        by_hand = model.expression_branch(shared) - model.neutral_branch(shared)
+        feats = model.encode(x)
+    assert torch.allclose(feats["f_r"], by_hand, atol=1e-6) and torch.allclose(feats["h_r"], model.residual_fc(by_hand),
+                                                                                atol=1e-6)
 
 
 def test_wrong_input_size_and_missing_neutral_fail_clearly():
@@ -224,7 +260,9 @@ def test_predict_scores_only_the_expressive_images_and_ten_crops_average():
     assert torch.allclose(avg_logits, (one + flipped) / 2, atol=1e-5)
 
 
-def test_a_smoke_training_lowers_the_loss():
+def test_smoke_train_step_runs_and_its_losses_fall_on_one_repeated_batch():
+    """Smoke test: train_step runs, and on one repeated batch its losses fall; not a loss test (a wrong
+    sign or routing can pass it: the routing and Eqs. 4, 6 and 8 are tested above)."""
     model = small_model()
     task = ADFLTask(model, lr=1e-3)
     task.amp = Precision(torch.device("cpu"), False)
@@ -249,8 +287,33 @@ def test_a_smoke_run_of_the_experiment_trains_both_methods(tmp_path):
     assert len(feats["label"]) == len(result.folds[1].data.test) and set(feats) >= {"f_e", "f_n", "f_r", "h_r"}
     table = adfl.probe_table(result.folds, seed=0)
     assert list(table["method"]) == ["raw pixels", "Baseline", "ADFL", "ADFL", "ADFL", "ADFL"]
-    report = adfl.dispeller_report(result.of("adfl")[0])
-    assert 0 <= report["dispeller acc"] <= 1 and report["chance"] == pytest.approx(1 / len(result.folds[1].data.classes))
+    # the dispeller report against the dispeller run by hand on f_n of every test image (centre crop)
+    fold = result.of("adfl")[0]
+    report = adfl.dispeller_report(fold)
+    model = fold.task.model.eval()
+    test = adfl.single_crop(fold.data, "test")
+    with torch.no_grad():
+        images = torch.stack([test[i]["image"] for i in range(len(test))])
+        logits = model.dispeller(model.neutral_branch(model.shared(images)))
+    labels = torch.as_tensor(test.labels)
+    assert len(labels) == len(fold.data.test) and (labels == fold.data.classes.index("neutral")).any()
+    assert report["dispeller acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-9)
+    probs = logits.softmax(1)
+    entropy = torch.special.entr(probs).sum(1).mean() / math.log(len(fold.data.classes))
+    assert report["normalised entropy"] == pytest.approx(entropy.item(), abs=1e-4)
+    assert report["chance"] == pytest.approx(1 / len(fold.data.classes))
+    # a dispeller set by hand to name class c whatever f_n is: its accuracy is the share of c in the test labels
+    c = int(torch.bincount(labels).argmax())
+    with torch.no_grad():
+        model.dispeller.weight.zero_()
+        model.dispeller.bias.copy_(torch.eye(len(fold.data.classes))[c])
+    n = len(fold.data.classes)
+    p_c, p_other = math.e / (math.e + n - 1), 1 / (math.e + n - 1)
+    report = adfl.dispeller_report(fold)
+    share = (labels == c).float().mean().item()
+    assert 0 < share < 1 and report["dispeller acc"] == pytest.approx(share, abs=1e-9)
+    assert report["normalised entropy"] == pytest.approx(
+        -(p_c * math.log(p_c) + (n - 1) * p_other * math.log(p_other)) / math.log(n), abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- config and data

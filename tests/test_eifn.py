@@ -47,9 +47,11 @@ def test_vgg16_trunk_is_torchvisions_vgg16_up_to_conv5_3_and_loads_its_weights(t
     path = tmp_path / "vgg16.pth"
     torch.save(reference.state_dict(), path)
     loaded = VGG16Trunk(pretrained=path).eval()
-    x = torch.randn(2, 3, 64, 64)
+    from ferlib.nn.imagenet import ImageNetInput
+    x = torch.rand(2, 3, 64, 64) * 2 - 1              # [-1, 1], normalised for ImageNet weights inside the trunk
     with torch.no_grad():
-        assert torch.allclose(loaded(x), truncated.eval()(x), atol=1e-5)
+        assert torch.allclose(loaded(x), truncated.eval()(ImageNetInput(3)(x)), atol=1e-5)
+        assert not torch.allclose(loaded(x), truncated.eval()(x), atol=1e-3)
     assert loaded(x).shape == (2, 512, 4, 4) and "ImageNet weights from" in loaded.source
     grey = VGG16Trunk(in_channels=1, pretrained=path)
     assert torch.allclose(grey.features[0].weight, reference.features[0].weight.sum(1, keepdim=True), atol=1e-6)
@@ -175,14 +177,17 @@ def test_identity_classes_exist_for_training_subjects_only():
     assert model.identity.fc2.out_features == 3
 
 
-def test_a_smoke_training_lowers_the_loss():
+def test_smoke_train_step_runs_and_its_loss_falls_on_one_repeated_batch():
+    """Smoke test: train_step runs, and on one repeated batch the total and both softmax terms fall (the
+    network itself trains, not only the centres); not a loss test (a wrong sign or routing can pass it:
+    the routing, Eq. 5 and the centre rule are tested above)."""
     model = small_model("eifn")
     task = task_for(model)
     x = batch(8)
-    first = task.train_step(x, 0)["loss"]
+    first = task.train_step(x, 0)
     for step in range(1, 25):
-        last = task.train_step(x, step)["loss"]
-    assert last < first
+        last = task.train_step(x, step)
+    assert last["loss"] < first["loss"] and last["s_exp"] < first["s_exp"] and last["s_id"] < first["s_id"]
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -207,29 +212,99 @@ def test_subject_classes_number_the_training_subjects():
     assert eifn.subject_classes(Split()).tolist() == [-1, 0, -1, -1, 1]
 
 
-def test_two_stage_run_transfers_the_extractors_and_reuses_stage_1(tmp_path):
+@pytest.fixture(scope="module")
+def ckplus_and_oulu():
+    """synth-ckplus (the target) and synth-oulu (its stage-1 data) under EIFN's protocol, 32 px,
+    scale 0.3, loaded once for the module (the tests only read them)."""
     from ferlib.experiments import eifn
+    cfg = eifn.EIFNConfig.from_preset("smoke", scale=0.3, size=32)
+    data = eifn.load(cfg)
+    return data, eifn.load_pretraining(cfg, data)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_two_stage_run_transfers_the_extractors_and_reuses_stage_1(tmp_path, monkeypatch, ckplus_and_oulu):
+    """Stage 1 returns the weights it trained (I, E, identity FC1); stage 2's task holds exactly
+    those when its training starts (not a fresh draw of them), and fresh classifiers."""
+    from ferlib.experiments import eifn
+    built, fitted, started = [], [], []   # weights: as build_task made them, after stage 1's fit, at stage 2's start
+    real_build, real_fit, real_train_fold = eifn.build_task, eifn.fit, eifn.train_fold
+
+    def build_task(*args, **kwargs):
+        task = real_build(*args, **kwargs)
+        built.append(weights(task.model))
+        return task
+
+    def fit(task, *args, **kwargs):
+        out = real_fit(task, *args, **kwargs)
+        fitted.append(weights(task.model))
+        return out
+
+    def train_fold(task, *args, **kwargs):
+        started.append(weights(task.model))
+        return real_train_fold(task, *args, **kwargs)
+
+    monkeypatch.setattr(eifn, "build_task", build_task)
+    monkeypatch.setattr(eifn, "fit", fit)
+    monkeypatch.setattr(eifn, "train_fold", train_fold)
     cfg = eifn.EIFNConfig.from_preset("smoke", methods="eifn", epochs=1, pretrain_epochs=1, scale=0.3, size=32,
                                       width_divisor=16, identity_dim=8, out_dir=str(tmp_path), table_datasets="")
-    data = eifn.load(cfg)
-    other = eifn.load_pretraining(cfg, data)
+    data, other = ckplus_and_oulu
     assert other.protocol.dataset == "synth-oulu" and data.protocol.pretrain_on == "synth-oulu"
     stage1 = eifn.pretrain(cfg, "eifn", other, progress=False)
     assert {k.split(".")[0] for k in stage1} == {"I", "E", "identity"} and not any("fc2" in k for k in stage1)
+    assert set(stage1) == {k for k in fitted[0] if k.startswith(("I.", "E.", "identity.fc1."))}
+    assert all(torch.equal(stage1[k], fitted[0][k]) for k in stage1), "pretrain returned other weights than it trained"
+    float_keys = [k for k in stage1 if stage1[k].is_floating_point()]
+    assert all(not torch.equal(stage1[k], built[0][k]) for k in float_keys), "stage 1 did not train them"
     again = eifn.pretrain(dataclasses.replace(cfg, fold=3, epochs=5), "eifn", other, progress=False)  # resumes
     assert all(torch.equal(stage1[k], again[k]) for k in stage1)
     fold = eifn.run_fold(dataclasses.replace(cfg, epochs=1), data, 0, "eifn", stage1, progress=False)
+    start, fresh = started[-1], built[-1]
+    assert all(torch.equal(start[k], stage1[k]) for k in stage1), "stage 2 did not start from stage 1's weights"
+    assert all(not torch.equal(start[k], fresh[k]) for k in float_keys)
+    assert all(torch.equal(start[k], fresh[k]) for k in start if k.startswith(("identity.fc2.", "expression_classifier.")))
     assert fold.record["finished"] and fold.test["logits"].shape[1] == 7
     assert fold.task.model.identity.fc2.out_features == len(np.unique(fold.data.train.subjects))
     table = eifn.probe_table([fold])
     assert list(table["feature"]) == ["expression branch", "identity branch", "fused bilinear"]
 
 
-def test_pretraining_images_take_the_targets_channels(tmp_path):
+def test_each_stage_trains_with_the_lambdas_of_its_own_dataset(tmp_path, monkeypatch, ckplus_and_oulu):
+    """Inside pretrain and run_fold: stage 1 on Oulu-CASIA takes the Oulu lambdas, stage 2 on CK+ the
+    CK+ ones, and the other way round (training itself is skipped: only the tasks are built)."""
+    from ferlib.experiments import eifn
+    lambdas = []
+
+    class RecordingTask(EIFNTask):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            lambdas.append((self.lambda1, self.lambda2, self.lambda3))
+
+    monkeypatch.setattr(eifn, "EIFNTask", RecordingTask)
+    monkeypatch.setattr(eifn, "fit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(eifn, "train_fold", lambda *args, **kwargs: ({}, {}))
+    ck, oulu = (1e-3, 2.5, 1.5), (2e-3, 1.5, 6.5)
+    cfg = eifn.EIFNConfig.from_preset("smoke", methods="eifn", scale=0.3, size=32, width_divisor=16, identity_dim=8,
+                                      out_dir=str(tmp_path), lambdas_ckplus=ck, lambdas_oulu=oulu)
+    data, other = ckplus_and_oulu
+    assert (data.protocol.dataset, other.protocol.dataset) == ("synth-ckplus", "synth-oulu")
+    eifn.run_fold(cfg, data, 0, "eifn", eifn.pretrain(cfg, "eifn", other, progress=False), progress=False)
+    assert lambdas == [oulu, ck]
+    lambdas.clear()
+    reverse = dataclasses.replace(cfg, dataset="synth-oulu")
+    eifn.run_fold(reverse, other, 0, "eifn", eifn.pretrain(reverse, "eifn", data, progress=False), progress=False)
+    assert lambdas == [ck, oulu]
+
+
+def test_pretraining_images_take_the_targets_channels(tmp_path, ckplus_and_oulu):
     from ferlib.experiments import eifn
     from ferlib.data.registry import LoadedDataset
     cfg = eifn.EIFNConfig.from_preset("smoke", scale=0.3, size=32, out_dir=str(tmp_path))
-    data = eifn.load(cfg)
+    data = ckplus_and_oulu[0]
     grey = dataclasses.replace(data, loaded=LoadedDataset(data.loaded.images[..., :1], data.loaded.manifest,
                                                           data.loaded.classes, "grey"))
     other = eifn.load_pretraining(cfg, grey)

@@ -376,3 +376,59 @@ def test_precision_is_a_pass_through_on_cpu():
 def test_jsonable_turns_nan_and_arrays_into_plain_json():
     assert jsonable({"a": np.float32(0.5), "b": float("nan"), "c": np.arange(2), 3: (np.int64(4),)}) == \
         {"a": 0.5, "b": None, "c": [0, 1], "3": [4]}
+
+
+def test_fit_trains_in_train_mode_whatever_mode_the_task_arrives_in(tmp_path):
+    """Dropout must be on in training: a task handed over in eval mode is put in train mode."""
+    task = ToyTask()
+    task.net.eval()
+    modes = []
+    original = task.train_step
+    task.train_step = lambda batch, step: modes.append(task.net[2].training) or original(batch, step)
+    fit(task, *toy_loaders(), config(tmp_path))
+    assert modes and all(modes)
+
+
+class NondeterministicToyTask(ToyTask):
+    """A step that hits an op torch has no deterministic kernel for (as some CUDA kernels do)."""
+
+    def train_step(self, batch, step):
+        import warnings
+        warnings.warn("scatter_add_cuda_kernel does not have a deterministic implementation, but you set "
+                      "'torch.use_deterministic_algorithms(True, warn_only=True)'.", UserWarning)
+        return super().train_step(batch, step)
+
+
+def test_the_record_says_whether_the_run_was_deterministic(tmp_path):
+    clean = fit(ToyTask(), *toy_loaders(), config(tmp_path / "a"))
+    assert clean["determinism"] == {"requested": True, "deterministic": True, "nondeterministic_ops": {},
+                                    "device_type": "cpu"}
+    with pytest.warns(UserWarning, match="scatter_add_cuda_kernel"):
+        flagged = fit(NondeterministicToyTask(), *toy_loaders(), config(tmp_path / "b"))
+    assert flagged["determinism"]["deterministic"] is False
+    assert flagged["determinism"]["nondeterministic_ops"] == {"scatter_add_cuda_kernel": 3 * 4}
+    unasked = fit(ToyTask(), *toy_loaders(), config(tmp_path / "c", deterministic=False))
+    assert unasked["determinism"]["requested"] is False and unasked["determinism"]["deterministic"] is False
+    # a resumed run keeps what the epochs before the crash saw
+    with pytest.warns(UserWarning, match="scatter_add_cuda_kernel"):
+        fit(NondeterministicToyTask(), *toy_loaders(), config(tmp_path / "d"), stop_after_epoch=1)
+    resumed = fit(ToyTask(), *toy_loaders(), config(tmp_path / "d"))
+    assert resumed["determinism"]["nondeterministic_ops"] == {"scatter_add_cuda_kernel": 4}
+
+
+def test_fit_and_test_returns_the_one_test_evaluation(tmp_path):
+    from ferlib.engine import fit_and_test
+    task = ToyTask()
+    train, val, test = toy_loaders()
+    tripwire = GuardedTestSet(test, task, total_steps=3 * 4)
+    record, evaluation = fit_and_test(task, train, val, tripwire, config(tmp_path))
+    assert tripwire.reads == 1
+    assert evaluation["acc"] == record["test"]["acc"] and evaluation["logits"].shape == (32, 3)
+
+
+def test_the_cost_section_counts_deterministic_runs():
+    from ferlib.experiments.common import determinism_note
+    records = [{"determinism": {"deterministic": True, "nondeterministic_ops": {}}},
+               {"determinism": {"deterministic": False, "nondeterministic_ops": {"scatter_add_cuda_kernel": 3}}}]
+    note = determinism_note(records)
+    assert note.startswith("deterministic runs: 1 of 2") and note.endswith("scatter_add_cuda_kernel")

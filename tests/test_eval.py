@@ -143,11 +143,15 @@ def test_reported_vs_reproduced_keeps_the_papers_numbers_apart_from_ours():
     from ferlib.reported import load_reported, reported_vs_reproduced
     reported = load_reported("ifgan")
     assert len(reported) == 12 and reported.query("method == 'ifgan' and dataset == 'ckplus'")["reported"].item() == 97.52
-    ours = pd.DataFrame([{"method": "ifgan", "dataset": "ckplus", "mean": 50.0, "std": 1.5, "folds": 1,
+    ours = pd.DataFrame([{"method": "ifgan", "dataset": "ckplus", "mean": 50.0, "std": 1.5, "folds": 3,
+                          "data": "SynthFER ckplus", "preset": "smoke"},
+                         {"method": "resnet", "dataset": "ckplus", "mean": 40.0, "std": float("nan"), "folds": 1,
                           "data": "SynthFER ckplus", "preset": "smoke"}])
     table = reported_vs_reproduced("ifgan", ours)
     row = table[(table["method"] == "ifgan") & (table["dataset"] == "ckplus")].iloc[0]
-    assert row["reported"] == "97.52 (reported)" and row["reproduced"] == "50.00 ± 1.50 (1 fold)"
+    assert row["reported"] == "97.52 (reported)" and row["reproduced"] == "50.00 ± 1.50 (3 folds)"
+    one = table[(table["method"] == "resnet") & (table["dataset"] == "ckplus")].iloc[0]
+    assert one["reproduced"] == "40.00 (1 fold, no spread)"  # a spread over one fold is unknown, not 0.00
     assert row["our data"] == "SynthFER ckplus" and row["preset"] == "smoke"
     other = table[(table["method"] == "resnet") & (table["dataset"] == "mmi")].iloc[0]
     assert other["reproduced"] == "not run" and other["our data"] == ""

@@ -248,15 +248,23 @@ def test_pretrained_file_reproduces_torchvisions_outputs_exactly(resnet18_file, 
     trunk = ResNetTrunk(18, pretrained=path).eval()
     assert trunk.source == f"ImageNet weights from {path}"
     assert trunk.conv1_adaptation is None
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1            # the study's [-1, 1] images
+    imagenet = ((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) \
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        expected = reference(x)
-        assert torch.equal(trunk(x), expected)
+        expected = reference(imagenet)                # torchvision's weights see ImageNet-normalised input
+        torch.testing.assert_close(trunk(x), expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(reference(x), expected, atol=1e-3)   # the normalisation matters
     # the trunk's own state_dict is a valid `pretrained` file too
     own = tmp_path / "trunk.pth"
     torch.save(trunk.state_dict(), own)
     with torch.no_grad():
-        assert torch.equal(ResNetTrunk(18, pretrained=str(own)).eval()(x), expected)
+        torch.testing.assert_close(ResNetTrunk(18, pretrained=str(own)).eval()(x), expected, rtol=1e-5, atol=1e-6)
+    assert set(trunk.state_dict()) == set(ResNetTrunk(18).state_dict())   # the normalisation adds no keys
+    scratch = ResNetTrunk(18).eval()
+    scratch.load_state_dict(trunk.state_dict())
+    with torch.no_grad():                             # from scratch, [-1, 1] goes in as it is
+        torch.testing.assert_close(scratch(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("in_channels, copies", [(6, 2), (1, 1)])
@@ -266,12 +274,14 @@ def test_pretrained_conv1_adapted_keeps_the_rgb_response(resnet18_file, in_chann
     assert trunk.conv1.weight.shape == (64, in_channels, 7, 7)
     assert "adapted from RGB" in trunk.conv1_adaptation
     torch.manual_seed(8)
+    from ferlib.nn.imagenet import ImageNetInput
     if in_channels == 6:                               # an RGB image stacked twice
-        image = torch.randn(2, 3, 64, 64)
-        rgb, stacked = image, image.repeat(1, copies, 1, 1)
-    else:                                              # a grey image, and the same grey in R, G and B
-        stacked = torch.randn(2, 1, 64, 64)
-        rgb = stacked.repeat(1, 3, 1, 1)
+        image = torch.rand(2, 3, 64, 64) * 2 - 1
+        stacked = image.repeat(1, copies, 1, 1)
+        rgb = ImageNetInput(3)(image)
+    else:                                              # a grey image, and the same (normalised) grey in R, G and B
+        stacked = torch.rand(2, 1, 64, 64) * 2 - 1
+        rgb = ImageNetInput(1)(stacked).repeat(1, 3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(trunk(stacked), reference(rgb), rtol=1e-4, atol=1e-5)
 

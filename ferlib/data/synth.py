@@ -28,6 +28,11 @@ box-downsamples it (anti-aliasing); coordinates are quantised before drawing. Ev
 comes from a numpy PCG64 generator seeded from (seed, subject, purpose, class, repeat), so a
 subject's identity does not depend on the scale or the order of generation, and the same preset
 and seed give byte-identical images (`checksum`, data_manifests/synthfer/*.yaml).
+
+Each preset is its own population of people (`SynthPreset.population`): subject S005 of
+synth-ckplus and S005 of synth-oulu are different faces, so a model pre-trained on one preset
+(EIFN's stage 1, IF-GAN's extra data, TER-GAN's pre-training) has never seen the other's test
+people. A caller shares people only by asking for it: `generate("oulu", population="ckplus")`.
 `benchmark_render` states the speed (about 1,300 faces/s at 64 px on one core with in-the-wild
 nuisances; lab presets about 2,000/s).
 
@@ -181,9 +186,17 @@ def rng_for(*keys: int) -> np.random.Generator:
 PURPOSE_IDENTITY, PURPOSE_SEQUENCE, PURPOSE_FRAME, PURPOSE_PLAN = 1, 2, 3, 4
 
 
-def make_identity(seed: int, index: int, model: IdentityModel = IdentityModel(), width: int = 3) -> Identity:
-    """Subject `index`'s identity: a function of (seed, index) only."""
-    rng = rng_for(seed, index, PURPOSE_IDENTITY)
+def make_identity(seed: int, index: int, model: IdentityModel = IdentityModel(), width: int = 3,
+                  population: int | None = None) -> Identity:
+    """Subject `index`'s identity: a function of (seed, population, index) only.
+
+    `population` (a preset's `population` code, >= 1) names whose people these are: the same index
+    in two populations is two different people. None is the population of the figures and the
+    miniature layout fixtures, which belongs to no preset."""
+    if population is not None and population < 1:
+        raise FerlibError(f"population {population}: population codes start at 1 (None: the figures' people)")
+    keys = (seed, index, PURPOSE_IDENTITY) + (() if population is None else (population,))
+    rng = rng_for(*keys)
     u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
     tone = u(0, 1)
     skin = tuple(int(round(a + (b - a) * tone)) for a, b in zip(SKIN_LIGHT, SKIN_DARK))
@@ -763,6 +776,8 @@ class SynthPreset:
     repeat_classes: a subject may pose a class more than once (MMI).
     unlabelled: extra sequences at scale 1 that pose a random class but carry no label (label
       "", column `expression` keeps the truth), as CK+'s 266 sequences without an emotion label.
+    population: the preset's own people: every preset has a different code, so no two presets
+      share a person (see the module docstring).
     """
 
     name: str
@@ -780,6 +795,7 @@ class SynthPreset:
     greyscale: bool = False
     native_size: int = 64
     identity: IdentityModel = field(default_factory=IdentityModel)
+    population: int = 0   # whose people these are (make_identity); unique per preset, >= 1
 
     def class_counts(self, scale: float = 1.0) -> dict[str, int]:
         """Planned sequences (images for single/pairs... per class) at `scale`."""
@@ -799,49 +815,49 @@ PRESETS: dict[str, SynthPreset] = {p.name: p for p in (
         "most one per subject and class) and 266 none (label \"\"), neutral first frame rising to the apex over "
         "10-24 frames, frontal lab recordings. Colour (CK+ is mostly greyscale).",
         subjects=123, classes=CKPLUS7, dynamics="onset_apex", counts=(45, 18, 59, 25, 69, 28, 83), unlabelled=266,
-        frames=(10, 24)),
+        frames=(10, 24), population=1),
     SynthPreset(
         "mmi", "MMI-like: 30 subjects, 208 frontal sequences onset-apex-offset over 14-30 frames (IF-GAN's subset "
         "class counts, approximately); a subject may pose a class more than once.",
         subjects=30, classes=BASIC6, dynamics="onset_apex_offset", counts=(32, 31, 28, 42, 32, 43), repeat_classes=True,
-        frames=(14, 30), peak=(0.7, 1.0)),
+        frames=(14, 30), peak=(0.7, 1.0), population=2),
     SynthPreset(
         "oulu", "Oulu-CASIA VIS strong-light-like: 80 subjects x 6 expressions, neutral to apex over 9-18 frames, "
         "frontal, strong frontal light.",
         subjects=80, classes=BASIC6, dynamics="onset_apex", frames=(9, 18),
-        nuisances=replace(LAB, brightness=(1.05, 1.15))),
+        nuisances=replace(LAB, brightness=(1.05, 1.15)), population=3),
     SynthPreset(
         "bu3dfe", "BU-3DFE-like: 100 subjects x 6 expressions x 4 intensity levels (frames 0..3 = levels 1..4, "
         "intensity 0.25..1) plus one neutral image per subject (2,500 images), frontal renders on black.",
-        subjects=100, classes=BASIC6, dynamics="levels", frames=(4, 4), peak=(1.0, 1.0)),
+        subjects=100, classes=BASIC6, dynamics="levels", frames=(4, 4), peak=(1.0, 1.0), population=4),
     SynthPreset(
         "bu4dfe", "BU-4DFE-like: 101 subjects x 6 expressions, one sequence each from neutral to apex over "
         "12-24 frames (the rising half of BU-4DFE's neutral-apex-neutral sequences).",
-        subjects=101, classes=BASIC6, dynamics="onset_apex", frames=(12, 24)),
+        subjects=101, classes=BASIC6, dynamics="onset_apex", frames=(12, 24), population=5),
     SynthPreset(
         "rafdb", "RAF-DB basic-like: 15,339 single in-the-wild images with RAF-DB's class counts (happiness most "
         "frequent, fear and disgust rare), each a different person, with pose, illumination, occlusion, blur, "
         "noise, JPEG and background clutter.",
         subjects=15339, classes=BASIC7, dynamics="single", counts=(3204, 867, 877, 355, 5957, 2460, 1619),
-        peak=(0.35, 1.0), nuisances=WILD),
+        peak=(0.35, 1.0), nuisances=WILD, population=6),
     SynthPreset(
         "ferplus", "FERPlus-like: about 35,000 single 48x48 greyscale in-the-wild images, 8 classes with FERPlus's "
         "majority-vote class counts (approximate), each a different person.",
         subjects=35488, classes=FERPLUS8, dynamics="single", counts=(12906, 3111, 216, 248, 819, 9355, 4371, 4462),
-        peak=(0.35, 1.0), nuisances=replace(WILD, occlusion_p=0.15, clutter_p=0.5), greyscale=True, native_size=48),
+        peak=(0.35, 1.0), nuisances=replace(WILD, occlusion_p=0.15, clutter_p=0.5), greyscale=True, native_size=48, population=7),
     SynthPreset(
         "pairs", "EAN-style views: 60 subjects x 7 classes, each as 4 images of the same identity and expression "
         "at apex: frontal, profile (yaw 60-75 degrees), frontal occluded, frontal relit (column `view`).",
-        subjects=60, classes=BASIC7, dynamics="pairs", frames=(4, 4), peak=(0.8, 1.0)),
+        subjects=60, classes=BASIC7, dynamics="pairs", frames=(4, 4), peak=(0.8, 1.0), population=8),
     SynthPreset(
         "sessions", "The identity-confound preset: 80 subjects x 6 expressions x 3 recording sessions under different "
         "lights (as Oulu-CASIA VIS records each expression under strong, weak and dark light), neutral to apex over "
         "5-8 frames, so that a seen subject's held-out sequence has its class in training (see validity.py).",
         subjects=80, classes=BASIC6, dynamics="onset_apex", repeats=3, frames=(5, 8),
-        nuisances=replace(LAB, light_p=1.0, light_max=0.6, brightness=(0.6, 1.15))),
+        nuisances=replace(LAB, light_p=1.0, light_max=0.6, brightness=(0.6, 1.15)), population=9),
     SynthPreset(
         "tiny", "A handful of subjects and short sequences for tests: 6 subjects x 7 classes (CK+'s), 4-6 frames.",
-        subjects=6, classes=CKPLUS7, dynamics="onset_apex", frames=(4, 6)),
+        subjects=6, classes=CKPLUS7, dynamics="onset_apex", frames=(4, 6), population=10),
 )}
 
 BLACK = (8, 8, 10)
@@ -961,6 +977,7 @@ class SynthData:
     scale: float = 1.0
     size: int = 64
     seed: int = 0
+    population: str = ""   # whose people: the preset's own name unless `generate` was asked for another's
 
 
 IDENTITY_COLUMNS = ("rest_mouth", "rest_brow", "rest_brow_angle", "rest_eye", "rest_lines", "glasses", "beard", "hair_style")
@@ -999,14 +1016,18 @@ def sequence_images(preset: SynthPreset, idn: Identity, plan: SequencePlan, seed
         yield views[f][0], intensity, roles[f], expression_aus(idn, plan.expression, intensity), views[f][1]
 
 
-def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int = 0, progress: bool = False) -> SynthData:
+def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int = 0, progress: bool = False,
+             population: str | None = None) -> SynthData:
     """Render a SynthFER preset in memory.
 
     scale multiplies the subjects (and images); size is the image side in pixels (None: the
     preset's native size, 64, or 48 for ferplus); the same arguments give byte-identical images.
-    Unknown presets raise `UnknownName`.
+    population: None renders the preset's own people; another preset's name renders that preset's
+    people instead (sharing identities between two datasets on purpose). Unknown presets raise
+    `UnknownName`.
     """
     p = get_preset(preset)
+    people = p.population if population is None else get_preset(population).population
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise FerlibError(f"SynthFER scale {scale!r} must be a positive number (1.0 = the real dataset's size)")
     size = p.native_size if size is None else int(size)
@@ -1039,7 +1060,7 @@ def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int
 
     for plan in plans:
         if plan.subject not in identities:
-            idn = identities[plan.subject] = make_identity(seed, plan.subject, p.identity, width)
+            idn = identities[plan.subject] = make_identity(seed, plan.subject, p.identity, width, people)
             if p.dynamics == "levels":  # BU-3DFE: one neutral image per subject
                 n = replace(sample_nuisance(p.nuisances, rng_for(seed, plan.subject, PURPOSE_SEQUENCE, 0, 0)), background=BLACK)
                 emit(idn, f"{idn.subject}_neutral_1", 0, "neutral", "neutral", "neutral", 0.0, np.zeros(len(AUS)), n, "")
@@ -1053,7 +1074,8 @@ def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int
     table = pd.DataFrame([{"subject": i.subject, **{c: getattr(i, c) for c in IDENTITY_COLUMNS},
                            "face_width": i.face_width, "eye_spacing": i.eye_spacing, "mouth_width": i.mouth_width}
                           for _, i in sorted(identities.items())])
-    return SynthData(images, manifest, tuple(p.classes), table, preset, float(scale), size, seed)
+    return SynthData(images, manifest, tuple(p.classes), table, preset, float(scale), size, seed,
+                     preset if population is None else population)
 
 
 def level_of(intensity: float, dynamics: str, frame: int) -> int:
@@ -1170,7 +1192,7 @@ def sequence_strip(preset: str = "ckplus", subject: int = 0, label: str = "happi
                    seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """One sequence of `preset`'s dynamics as a strip, and each frame's role."""
     p = get_preset(preset)
-    idn = make_identity(seed, subject, p.identity)
+    idn = make_identity(seed, subject, p.identity, population=p.population)
     plan = SequencePlan(subject, label, True, 1, frames)
     images, roles = [], []
     for _, _, role, aus, n in sequence_images(p, idn, plan, seed):

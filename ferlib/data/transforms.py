@@ -8,11 +8,19 @@ to 73 and crops 64. Output: float in [0, 1], then (x - 0.5) / 0.5, i.e. in [-1, 
 
 Randomness comes from torch's global RNG (the engine seeds it) or an explicit `generator`, so
 a seed fixes every flip, angle and crop.
+
+A training transform whose draws are finitely many (flip or not, one of `rotate_choices`, one of
+the five crop positions or a crop with no slack) also lists them: `variants()` is that set, in a
+fixed order, and `apply_variant(image, k)` makes variant k without randomness. A paper that
+expands its training set by these copies (ADFL's ten crops, EIFN's 14 rotated and flipped
+images) is reproduced by visiting every (image, variant) pair once per epoch
+(`ferlib.data.expand.ExpandedDataset`); calling the transform draws one variant at random.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -57,11 +65,13 @@ PRESETS: dict[str, TransformPreset] = {
     "adfl": TransformPreset(
         "adfl", (128, 110), (112, 96), flip=True, train_crop="five",
         source="ADFL 3.1: aligned to 128x110; ten 112x96 faces from the four corners and the centre of the "
-               "image and its mirror (training samples one of the ten); centre crop at test (not stated)"),
+               "image and its mirror (a random draw samples one of the ten; the expanded set holds all ten); "
+               "centre crop at test (not stated)"),
     "eifn": TransformPreset(
         "eifn", (64, 64), (64, 64), flip=True, rotate_choices=(-15, -10, -5, 0, 5, 10, 15),
-        source="EIFN 3.1: re-scaled to 64x64; each training image rotated by one of -15..15 deg in 5 deg "
-               "steps and flipped (the paper's 14x expansion, sampled on the fly)"),
+        source="EIFN 3.1: re-scaled to 64x64; each training image rotated by -15..15 deg in 5 deg steps, "
+               "and flipped: 7 x 2 = 14 copies (a random draw samples one of the 14; the expanded set holds "
+               "all 14)"),
     "ean": TransformPreset(
         "ean", (224, 224), (224, 224), flip=True,
         source="EAN 3.1: resized to 224x224, random flip ('or clipped randomly': the crop is not specified)"),
@@ -92,6 +102,15 @@ def random_int(high_inclusive: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(0, high_inclusive + 1, (), generator=generator))
 
 
+class Variant(NamedTuple):
+    """One deterministic training draw: mirror first, then rotate, then crop at (top, left)."""
+
+    flip: bool
+    angle: float
+    top: int
+    left: int
+
+
 class PresetTransform:
     """Callable applying one preset in training or test mode at a given output height."""
 
@@ -102,6 +121,7 @@ class PresetTransform:
         self.preset, self.train, self.size, self.ten_crop = preset, train, size, ten_crop
         self.scale_to, self.crop = preset.geometry(size)
         self.generator = generator
+        self._variants: list[Variant] | None = None   # `variants()`, listed on first use
         if ten_crop and train:
             raise FerlibError("ten-crop is a test-time transform; use train=False with ten_crop=True")
 
@@ -109,33 +129,76 @@ class PresetTransform:
     def output_size(self) -> tuple[int, int]:
         return self.crop
 
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        return F.resize(image, list(self.scale_to), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        image = F.resize(image, list(self.scale_to), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        image = self.resize(image)
         if self.ten_crop:
             return to_model_input(ten_crop(image, self.crop))
         if not self.train:
             return to_model_input(F.center_crop(image, list(self.crop)))
-        g, preset = self.generator, self.preset
-        if preset.flip and torch.rand((), generator=g).item() < 0.5:
-            image = F.horizontal_flip(image)
+        return self.make(image, self.draw(self.generator))
+
+    def draw(self, g: torch.Generator | None) -> Variant:
+        """One random training draw: flip with p 0.5, an angle, a crop position (in that order)."""
+        preset = self.preset
+        flip = bool(preset.flip and torch.rand((), generator=g).item() < 0.5)
         angle = 0.0
         if preset.rotate_choices:
             angle = float(preset.rotate_choices[random_int(len(preset.rotate_choices) - 1, g)])
         elif preset.rotate_degrees:
             angle = random_uniform(-preset.rotate_degrees, preset.rotate_degrees, g)
-        if angle:
-            image = F.rotate(image, angle, interpolation=InterpolationMode.BILINEAR)
         top, left = self.crop_position(g)
-        return to_model_input(F.crop(image, top, left, self.crop[0], self.crop[1]))
+        return Variant(flip, angle, top, left)
+
+    def make(self, resized: torch.Tensor, variant: Variant) -> torch.Tensor:
+        """`variant` of an image already resized to `scale_to`, normalised."""
+        image = F.horizontal_flip(resized) if variant.flip else resized
+        if variant.angle:
+            image = F.rotate(image, variant.angle, interpolation=InterpolationMode.BILINEAR)
+        return to_model_input(F.crop(image, variant.top, variant.left, self.crop[0], self.crop[1]))
+
+    def five_positions(self) -> list[tuple[int, int]]:
+        """(top, left) of the four corners and the centre, in torchvision's `five_crop` order."""
+        slack_h, slack_w = self.scale_to[0] - self.crop[0], self.scale_to[1] - self.crop[1]
+        return [(0, 0), (0, slack_w), (slack_h, 0), (slack_h, slack_w),
+                (int(round(slack_h / 2)), int(round(slack_w / 2)))]
 
     def crop_position(self, g: torch.Generator | None) -> tuple[int, int]:
         """(top, left) of the training crop: anywhere, or one of the five-crop positions."""
         slack_h, slack_w = self.scale_to[0] - self.crop[0], self.scale_to[1] - self.crop[1]
         if self.preset.train_crop == "five":
-            corners = [(0, 0), (0, slack_w), (slack_h, 0), (slack_h, slack_w),
-                       (int(round(slack_h / 2)), int(round(slack_w / 2)))]
-            return corners[random_int(4, g)]
+            return self.five_positions()[random_int(4, g)]
         return random_int(slack_h, g), random_int(slack_w, g)
+
+    def variants(self) -> list[Variant]:
+        """Every training draw, each once: mirror (no, yes) x angle x crop position, the mirror
+        outermost. For ADFL these are `ten_crop`'s ten crops in its order; for EIFN the seven angles
+        of the face and then of its mirror. FerlibError when the draws are not finitely many (a
+        continuous angle, or a random crop with slack)."""
+        preset = self.preset
+        if preset.rotate_degrees and not preset.rotate_choices:
+            raise FerlibError(f"transform preset {preset.name} rotates by a continuous angle: its training "
+                              f"variants cannot be listed, only drawn")
+        if preset.train_crop == "five":
+            positions = self.five_positions()
+        elif self.scale_to == self.crop:
+            positions = [(0, 0)]
+        else:
+            raise FerlibError(f"transform preset {preset.name} crops at a random position: its training "
+                              f"variants cannot be listed, only drawn")
+        flips = (False, True) if preset.flip else (False,)
+        angles = tuple(float(a) for a in preset.rotate_choices) or (0.0,)
+        return [Variant(f, a, t, l) for f in flips for a in angles for t, l in positions]
+
+    def apply_variant(self, image: torch.Tensor, k: int) -> torch.Tensor:
+        """Training variant k (an index into `variants()`) of a uint8 (C,H,W) image, no randomness."""
+        if not self.train:
+            raise FerlibError("training variants belong to the training transform; use train=True")
+        if self._variants is None:
+            self._variants = self.variants()
+        return self.make(self.resize(image), self._variants[k])
 
     def __repr__(self) -> str:
         mode = "ten-crop test" if self.ten_crop else "train" if self.train else "test"

@@ -8,6 +8,12 @@ Table 1, Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 5e-4), batch 64,
 m = 0.35, s = 30, lambdas 1/10/1. `smoke` runs the same code at 48x41 crops of 55x47 faces with a
 quarter of the width, for the CPU and CI.
 
+Epochs: the paper trains on the ten crops of every training image, so its epoch is a pass over
+10 x N crops (N training images, neutral ones included): 100 epochs are 100 x ceil(10 N / 64) Adam
+steps. With `expand=True` (the paper preset) each epoch visits every (image, crop) pair once
+(`ferlib.data.expand.ExpandedDataset`), which is that count. With `expand=False` (the smoke
+preset, a deviation) each epoch draws one random crop per image: N samples, a tenth of an epoch.
+
 The images are loaded at the aligned geometry (128x110 scaled to `size`), so the ADFL transform's
 resize is the identity and its crops are the paper's ten.
 """
@@ -22,6 +28,7 @@ import pandas as pd
 import torch
 
 from ferlib.data.cache import FERDataset
+from ferlib.data.expand import expand_fold
 from ferlib.data.transforms import PRESETS as TRANSFORMS
 from ferlib.data.transforms import make_transform
 from ferlib.engine import eval_mode, make_loader, seed_everything
@@ -39,9 +46,10 @@ NEUTRAL = "neutral"
 
 PRESETS = {
     # CPU / CI: 48x41 crops of 55x47 faces, a quarter of the paper's width, 25 epochs, lr 1e-3.
-    "smoke": dict(size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0),
-    # GPU: Sec. 3.1 and Table 1.
-    "paper": dict(size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0),
+    # One random crop per image per epoch (expand=False): an epoch is a tenth of the paper's.
+    "smoke": dict(size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0, expand=False),
+    # GPU: Sec. 3.1 and Table 1; an epoch is one pass over all ten crops of every training image.
+    "paper": dict(size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0, expand=True),
 }
 
 
@@ -77,6 +85,8 @@ class ADFLConfig:
     batch_size: int = 32
     lr: float = 1e-3
     scale: float = 1.0              # SynthFER only: share of the preset's subjects
+    expand: bool = False            # True: an epoch visits each of the ten crops of every training image once
+                                    # (the paper's epoch, 10 N samples); False: one random crop per image (N)
 
     @classmethod
     def from_preset(cls, preset: str = "smoke", **overrides) -> "ADFLConfig":
@@ -132,6 +142,7 @@ def run_fold(cfg: ADFLConfig, data: ProtocolData, fold: int, method: str, progre
     if cfg.test_crops not in ("centre", "ten"):
         raise FerlibError(f"test_crops={cfg.test_crops!r}: 'ten' (the mean over the ten crops) or 'centre'")
     fold_data = make_fold(data, fold, transform="adfl", size=cfg.size, ten_crop=cfg.test_crops == "ten")
+    fold_data = expand_fold(fold_data, cfg.expand)  # paper: every (image, crop) pair once per epoch
     seed_everything(cfg.seed)  # weights draw from torch's RNG: seed before building them
     task = build_task(cfg, method, fold_data.classes, fold_data.in_channels)
     record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),

@@ -3,6 +3,7 @@ fold into train/val/test datasets, run one or several folds, aggregate them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -84,22 +85,30 @@ def with_extra_training_data(data: ProtocolData, extras: list[ProtocolData]) -> 
     Extra rows (column `extra` True, fold -1) join the training split of every fold and never its
     validation or test split (IF-GAN 4.3: the other datasets as additional training data). Their
     subjects and sequences are prefixed with their dataset's name ("synth-mmi:S001") so they can
-    never collide with the main dataset's. Images must share size and channels; labels must be
-    among the main protocol's classes.
+    never collide with the main dataset's. Images must share size and channels. Extra rows whose
+    label is not one of the main protocol's classes (RAF-DB's neutral beside a six-class posed
+    dataset) are dropped, with a printed note that the source sentence repeats; an extra dataset
+    with no row left is refused.
     """
     if not extras:
         return data
     images, full, rows = [data.loaded.images], [data.loaded.manifest], [data.manifest.assign(extra=False)]
     offset, sources = len(data.loaded.manifest), []
     for extra in extras:
-        name = extra.protocol.dataset
+        name, source, extra_rows = extra.protocol.dataset, extra.source, extra.manifest
         if extra.loaded.images.shape[1:] != data.loaded.images.shape[1:]:
             raise FerlibError(f"extra training data {name} has images of shape {extra.loaded.images.shape[1:]}, "
                               f"the main dataset {data.loaded.images.shape[1:]}: load both at the same size")
-        unknown = sorted(set(extra.manifest["label"]) - set(data.protocol.classes))
+        unknown = sorted(set(extra_rows["label"]) - set(data.protocol.classes))
         if unknown:
-            raise FerlibError(f"extra training data {name} has labels {unknown} that are not classes of "
-                              f"{data.protocol.dataset} ({', '.join(data.protocol.classes)})")
+            dropped = extra_rows["label"].isin(unknown)
+            if dropped.all():
+                raise FerlibError(f"extra training data {name} has no image of a class of {data.protocol.dataset} "
+                                  f"({', '.join(data.protocol.classes)}): its labels are {unknown}")
+            note = (f"{int(dropped.sum())} images labelled {', '.join(unknown)} dropped, not classes of "
+                    f"{data.protocol.dataset}")
+            print(f"note: extra training data {name}: {note}")
+            extra_rows, source = extra_rows[~dropped], f"{source} ({note})"
         if not extra.loaded.manifest.index.equals(pd.RangeIndex(len(extra.loaded.manifest))):
             raise FerlibError(f"extra training data {name}: its manifest index must be 0..n-1")
 
@@ -112,9 +121,9 @@ def with_extra_training_data(data: ProtocolData, extras: list[ProtocolData]) -> 
 
         images.append(extra.loaded.images)
         full.append(renamed(extra.loaded.manifest))
-        rows.append(renamed(extra.manifest).assign(extra=True, fold=-1))
+        rows.append(renamed(extra_rows).assign(extra=True, fold=-1))
         offset += len(extra.loaded.manifest)
-        sources.append(extra.source)
+        sources.append(source)
     loaded = LoadedDataset(np.concatenate(images), pd.concat(full), data.loaded.classes,
                            f"{data.loaded.source}; extra training data: {'; '.join(sources)}")
     return ProtocolData(loaded, data.protocol, pd.concat(rows))
@@ -161,20 +170,63 @@ def resolve_folds(fold: int, folds: str, k: int) -> list[int]:
     return chosen
 
 
+@dataclass(frozen=True)
+class ChapterPlan:
+    """What a chapter will train, with every fold checked before anything trains: the notebook's own
+    config, one config per table dataset, and what was changed to make them runnable (in words)."""
+
+    main: Any
+    tables: tuple[Any, ...]
+    notes: tuple[str, ...]
+
+    def show(self) -> None:
+        for note in self.notes:
+            print(note)
+
+
+def plan_chapter(cfg, paper: str, replace_dataset=None) -> ChapterPlan:
+    """Check the folds of a chapter's run and of its table runs (`cfg.table_dataset_list()`, each made
+    by `replace_dataset(cfg, name)`) before any training starts.
+
+    A fold out of range for the notebook's dataset is refused here. A table dataset with one official
+    split (RAF-DB) takes that split whatever `fold` / `folds` say, and a note says so; a k-fold table
+    dataset runs the same folds as the notebook's, which must exist in it."""
+    main_k = load_protocol(paper, cfg.dataset).k
+    resolve_folds(cfg.fold, cfg.folds, main_k)
+    tables, notes = [], []
+    names = cfg.table_dataset_list() if replace_dataset is not None and hasattr(cfg, "table_dataset_list") else []
+    for name in names:
+        table = replace_dataset(cfg, name)
+        protocol = load_protocol(paper, name)
+        if protocol.folds.kind == "official":
+            if (table.fold, table.folds or "") != (0, ""):
+                notes.append(f"{name} has one official train/test split: its table row uses that split, not "
+                             f"fold={cfg.fold}" + (f" / folds={cfg.folds!r}" if cfg.folds else ""))
+            table = dataclasses.replace(table, fold=0, folds="")
+        else:
+            try:
+                resolve_folds(table.fold, table.folds, protocol.k)
+            except FerlibError as e:
+                raise FerlibError(f"table dataset {name}: {e}; choose folds every table dataset has, or set "
+                                  f"table_datasets without {name}") from None
+        tables.append(table)
+    return ChapterPlan(cfg, tuple(tables), tuple(notes))
+
+
 def train_fold(task, data: FoldData, cfg, run_name: str, config: dict, class_names=None,
                progress: bool = True) -> tuple[dict, dict]:
-    """Fit `task` on a fold's train split (selecting on val), test once: (run record, test evaluation).
+    """Fit `task` on a fold's train split (selecting on val), test once: (run record, test evaluation),
+    both from the engine's one pass over the test split.
 
     `cfg` supplies epochs, seed, device, out_dir and batch_size; `config` is the record's (and the
     resume check's) experiment settings."""
-    from ferlib.engine import EngineConfig, evaluate, fit, make_loader
+    from ferlib.engine import EngineConfig, fit_and_test, make_loader
     engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
                           run_name=run_name, progress=progress)
     loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
                for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
-    record = fit(task, *loaders, engine, config=config,
-                 class_names=data.classes if class_names is None else class_names)
-    return record, evaluate(task, loaders[2], task.device)
+    return fit_and_test(task, *loaders, engine, config=config,
+                        class_names=data.classes if class_names is None else class_names)
 
 
 def probe_rows(representations, subjects, labels, sequences, seed: int = 0) -> list[dict]:
@@ -275,3 +327,16 @@ def aggregate(records: list[dict], metric: str = "acc") -> pd.DataFrame:
     values = [r["test"][metric] for r in records]
     return pd.DataFrame([{"folds": len(values), **aggregate_folds(values)}])
 
+
+
+def determinism_note(records: list[dict]) -> str:
+    """One sentence for a chapter's Cost section: how many of these runs were deterministic (the
+    engine's `determinism` record) and what that does and does not promise."""
+    flags = [(r.get("determinism") or {}) for r in records]
+    sure = sum(bool(f.get("deterministic")) for f in flags)
+    ops = sorted({op for f in flags for op in (f.get("nondeterministic_ops") or {})})
+    text = (f"deterministic runs: {sure} of {len(records)} (rerun on this machine, they give the same numbers; "
+            f"another processor or GPU gives other numbers)")
+    if ops:
+        text += f"; ops without a deterministic kernel: {', '.join(ops)}"
+    return text

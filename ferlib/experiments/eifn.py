@@ -6,25 +6,41 @@ fine-tuned per fold.
 
 Two stages (Sec. 3.1). Stage 1 trains the whole network on every image of the other dataset (CK+
 for Oulu-CASIA and back: the protocol's `pretrain_on`), once per method, and is reused by every
-fold. Stage 2 keeps I, E and the identity FC1, starts new classifiers (other expressions, other
-subjects) and fine-tunes on the fold's training split, lr / 10 every 20 epochs. The lambdas of
-Eq. 5 follow the dataset a stage trains on: (1e-4, 1, 6) on Oulu-CASIA, (1e-4, 2, 1) on CK+,
-exactly as Sec. 3.1 lists them for both orders.
+fold that pre-trains on the same data (its run is keyed on the data: `pretrain_run_name`). It runs
+at a constant learning rate (the paper states no schedule for it) with no validation split, and
+keeps its last epoch. Stage 2 keeps I, E and the identity FC1, starts new classifiers (other
+expressions, other subjects) and fine-tunes on the fold's training split, lr / 10 every 20 epochs.
+The lambdas of Eq. 5 follow the dataset a stage trains on: (1e-4, 1, 6) on Oulu-CASIA, (1e-4, 2, 1)
+on CK+, exactly as Sec. 3.1 lists them for both orders.
 
-`paper`: 64x64 faces, VGG-16, SGD batch 100, momentum 0.9, lr 0.01, weight decay 5e-4. `smoke`:
-48 px, VGG-16 at an eighth of its width, a short pre-training, for the CPU and CI.
+Epochs: the paper's training set is every training image rotated by -15..15 degrees in 5-degree
+steps and flipped, "14 times larger than the original", so its epoch is a pass over 14 N images
+(N training images): ceil(14 N / 100) SGD steps, and "lr / 10 every 20 epochs" falls every
+20 x ceil(14 N / 100) steps. With `expand=True` (the paper preset) each epoch, in both stages,
+visits every (image, rotation, flip) triple once (`ferlib.data.expand.ExpandedDataset`), which is
+that count. With `expand=False` (the smoke preset, a deviation) each epoch draws one random
+rotation and flip per image: N samples, a fourteenth of an epoch.
+
+`paper`: 64x64 faces, VGG-16, SGD batch 100, momentum 0.9, lr 0.01, weight decay 5e-4, FC1 of 512.
+`smoke`: 48 px, VGG-16-BN at a sixteenth of its width, FC1 of 64, a short pre-training, for the
+CPU and CI.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.expand import expand_fold, expand_if
 from ferlib.data.registry import LoadedDataset, base_name
 from ferlib.data.transforms import make_transform
 from ferlib.engine import EngineConfig, fit, make_loader, seed_everything
@@ -41,16 +57,18 @@ TRANSFERRED = ("I.", "E.", "identity.fc1.")   # what stage 2 keeps from stage 1
 # the settings stage 1 depends on (not the fold, the fine-tuning schedule or the target's other settings)
 PRETRAIN_FIELDS = ("preset", "pretrained", "seed", "lr", "momentum", "weight_decay", "centre_lr", "lambdas_ckplus",
                    "lambdas_oulu", "size", "width_divisor", "identity_dim", "pretrain_epochs", "batch_size", "scale",
-                   "batch_norm", "classifier_lr_mult")
+                   "batch_norm", "classifier_lr_mult", "expand")
 
 PRESETS = {
-    # CPU / CI: 48 px, VGG-16-BN at 1/16 width, 3 pre-training and 16 fine-tuning epochs (lr / 10 after 12),
-    # batch 16, the expression classifier at 3x the learning rate (see the chapter's Deviations).
+    # CPU / CI: 48 px, VGG-16-BN at 1/16 width, FC1 of 64, 3 pre-training and 16 fine-tuning epochs
+    # (lr / 10 after 12), batch 16, the expression classifier at 3x the learning rate, one random
+    # rotation and flip per image per epoch (see the chapter's Deviations).
     "smoke": dict(size=48, width_divisor=16, identity_dim=64, pretrain_epochs=3, epochs=16, lr_step=12,
-                  batch_size=16, scale=1.0, batch_norm=True, classifier_lr_mult=3.0),
-    # GPU: Sec. 3.1 (the epoch counts are not stated: 30 pre-training, 60 fine-tuning assumed).
+                  batch_size=16, scale=1.0, batch_norm=True, classifier_lr_mult=3.0, expand=False),
+    # GPU: Sec. 3.1 (the epoch counts are not stated: 30 pre-training, 60 fine-tuning assumed); an epoch
+    # is one pass over the 14 rotated and flipped copies of every training image.
     "paper": dict(size=64, width_divisor=1, identity_dim=512, pretrain_epochs=30, epochs=60, lr_step=20,
-                  batch_size=100, scale=1.0, batch_norm=False, classifier_lr_mult=1.0),
+                  batch_size=100, scale=1.0, batch_norm=False, classifier_lr_mult=1.0, expand=True),
 }
 
 
@@ -89,6 +107,9 @@ class EIFNConfig:
     scale: float = 1.0
     batch_norm: bool = True         # VGG-16-BN (smoke: from scratch plain VGG-16 does not learn); paper: VGG-16
     classifier_lr_mult: float = 3.0   # the expression classifier's lr / lr (paper: 1)
+    expand: bool = False            # True: an epoch (both stages) visits each of the 14 rotated / flipped
+                                    # copies of every training image once (the paper's, 14 N samples);
+                                    # False: one random copy per image (N); lr_step counts these epochs
 
     @classmethod
     def from_preset(cls, preset: str = "smoke", **overrides) -> "EIFNConfig":
@@ -158,29 +179,55 @@ def build_task(cfg: EIFNConfig, method: str, num_expressions: int, subjects: tor
                     classifier_lr_mult=cfg.classifier_lr_mult)
 
 
+def pretrain_data_key(cfg: EIFNConfig, other: ProtocolData) -> dict:
+    """What stage 1 trained on: the pre-training data's `source` sentence, `pretrain_root` (resolved),
+    and digests of its images and of its protocol rows (index, label, subject); `digest` sums them up."""
+    root = None if cfg.pretrain_root is None else str(Path(os.path.expanduser(str(cfg.pretrain_root))).resolve())
+    images = hashlib.sha256(np.ascontiguousarray(other.loaded.images).tobytes())
+    images.update(str(other.loaded.images.shape).encode())
+    rows = hashlib.sha256(json.dumps([other.manifest.index.astype(str).tolist(),
+                                      other.manifest["label"].astype(str).tolist(),
+                                      other.manifest["subject"].astype(str).tolist()]).encode())
+    key = {"pretrain_dataset": other.protocol.dataset, "pretrain_source": other.source, "pretrain_root": root,
+           "pretrain_images": images.hexdigest()[:16], "pretrain_rows": rows.hexdigest()[:16]}
+    return key | {"digest": hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}
+
+
+def pretrain_run_name(cfg: EIFNConfig, method: str, other: ProtocolData, key: dict | None = None) -> str:
+    """Stage 1's run: one per method, pre-training dataset, preset and seed, and per the data it trains on
+    (`pretrain_data_key`, or `key` when already computed): another `pretrain_root` (or other images) is
+    another run; the same data reuses it."""
+    digest = (key or pretrain_data_key(cfg, other))["digest"]
+    return f"eifn-pretrain-{method}-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{digest}"
+
+
 def pretrain(cfg: EIFNConfig, method: str, other: ProtocolData, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Stage 1 on every image of `other`; returns the weights stage 2 keeps (I, E, identity FC1).
-    Its run lives under out_dir like any other, so a second call (another fold) resumes the finished run."""
+    """Stage 1 on every image of `other` (every rotated / flipped copy of each with `expand`), at a
+    constant learning rate, with no validation split, keeping the last epoch; returns the weights
+    stage 2 keeps (I, E, identity FC1). Its run (`pretrain_run_name`) lives under out_dir like any
+    other, so a second call on the same data (another fold) resumes the finished run."""
     cache = ImageCache.from_arrays(other.loaded.images, other.loaded.manifest)
     train = FERDataset(cache, other.manifest, other.protocol.classes,
                        transform=make_transform("eifn", train=True, size=cfg.size))
+    train = expand_if(train, cfg.expand)
     seed_everything(cfg.seed)
     task = build_task(cfg, method, len(other.protocol.classes), subject_classes(train), other.loaded.images.shape[-1],
                       other.protocol.dataset, lr_step=None)
-    name = f"eifn-pretrain-{method}-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}"
+    key = pretrain_data_key(cfg, other)
     engine = EngineConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=name, progress=progress)
+                          run_name=pretrain_run_name(cfg, method, other, key), progress=progress)
     settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
     fit(task, make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed), None, None, engine,
-        config=settings | {"stage": "pretrain", "method": method, "pretrain_dataset": other.protocol.dataset,
-                           "channels": other.loaded.images.shape[-1]})
+        config=settings | key | {"stage": "pretrain", "method": method, "channels": other.loaded.images.shape[-1]})
     return {k: v.detach().clone() for k, v in task.model.state_dict().items() if k.startswith(TRANSFERRED)}
 
 
 def run_fold(cfg: EIFNConfig, data: ProtocolData, fold: int, method: str, stage1: dict | None = None,
-             progress: bool = True) -> MethodFold:
-    """Stage 2 on one fold, starting from `stage1` (the weights `pretrain` returned) when given."""
+             progress: bool = True, stage1_run: str | None = None) -> MethodFold:
+    """Stage 2 on one fold, starting from `stage1` (the weights `pretrain` returned) when given;
+    `stage1_run` (its run name, which names its data) goes into the run's config."""
     fold_data = make_fold(data, fold, transform="eifn", size=cfg.size)
+    fold_data = expand_fold(fold_data, cfg.expand)  # paper: every (image, rotation, flip) once per epoch
     seed_everything(cfg.seed)
     task = build_task(cfg, method, len(fold_data.classes), subject_classes(fold_data.train), fold_data.in_channels,
                       data.protocol.dataset, lr_step=cfg.lr_step)
@@ -190,7 +237,8 @@ def run_fold(cfg: EIFNConfig, data: ProtocolData, fold: int, method: str, stage1
             raise FerlibError(f"stage-1 weights do not fit this model: {sorted(missing)[:3]}")
         task.model.load_state_dict(stage1, strict=False)
     record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),
-                              asdict(cfg) | {"fold": fold, "method": method, "pretrained_on": stage1 is not None},
+                              asdict(cfg) | {"fold": fold, "method": method,
+                                             "pretrained_on": stage1_run or (stage1 is not None)},
                               progress=progress)
     return MethodFold(method, fold, record, fold_data, task, test)
 
@@ -200,10 +248,12 @@ def run(cfg: EIFNConfig, data: ProtocolData | None = None, progress: bool = True
     data = data or load(cfg)
     folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
     other = load_pretraining(cfg, data)
+    key = pretrain_data_key(cfg, other) if other is not None else None
     results = []
     for method in cfg.method_list():
         stage1 = pretrain(cfg, method, other, progress) if other is not None else None
-        results += [run_fold(cfg, data, f, method, stage1, progress) for f in folds]
+        stage1_run = pretrain_run_name(cfg, method, other, key) if other is not None else None
+        results += [run_fold(cfg, data, f, method, stage1, progress, stage1_run) for f in folds]
     return MethodsResult(cfg, results)
 
 
@@ -252,4 +302,4 @@ def probe_table(folds: list[MethodFold], seed: int = 0) -> pd.DataFrame:
 
 __all__ = ["EIFNConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
            "run", "replace_dataset", "branch_features", "probe_table", "ours_for_table", "FoldData",
-           "subject_classes", "build_task"]
+           "subject_classes", "build_task", "pretrain_data_key", "pretrain_run_name"]

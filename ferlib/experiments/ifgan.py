@@ -6,18 +6,28 @@
 `paper` is Sec. 4.3 (224 px, ResNet-101, batch 50, Adam 1e-4 with betas (0.9, 0.99), weight decay
 1e-4, 100 epochs, lr x0.9 every 10 epochs), meant for a GPU. `smoke` runs the same code at 48 px
 with a ResNet-18 trunk and narrow G and D for a few epochs, for the CPU and CI.
+
+Where the "average identity" targets I_AE come from is `averages_from` (`averages_choice`): by
+default the paper's choice (Sec. 4.3), the fold's training split for the k-fold posed datasets
+and the three posed datasets for RAF-DB, whose neutral I_AE is the mean of their neutral faces.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 
-from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.cache import FERDataset, ImageCache, neutral_rows
+from ferlib.data.manifest import normalise_dtypes, validate_manifest
+from ferlib.data.protocols import load_protocol, select_frames
+from ferlib.data.registry import SYNTH_PREFIX, check_dataset_name, load_dataset
 from ferlib.data.transforms import make_transform
 from ferlib.engine import make_loader, seed_everything
+from ferlib.errors import FerlibError
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
                                        resolve_folds, synth_only, train_fold, with_extra_training_data)
@@ -54,7 +64,7 @@ class IFGANConfig:
     pretrained: str | None = None   # a local torchvision ResNet state_dict (ImageNet); None: from scratch
     extra_datasets: str = ""        # extra training data (Sec. 4.3), e.g. "synth-mmi,synth-bu3dfe" or "mmi=CACHE_DIR"
     table_datasets: str = "synth-bu3dfe,synth-mmi,synth-rafdb"  # also run for Tables 1-2 (no figures); "" for none
-    averages_from: str = ""         # datasets whose images make I_AE instead of the training split (RAF-DB: posed ones)
+    averages_from: str = ""         # where I_AE comes from: "" the paper's choice, "train", or datasets (`averages_choice`)
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
@@ -121,7 +131,8 @@ def extra_dataset_roots(extra_datasets: str) -> list[tuple[str, str | None]]:
 
 def load(cfg: IFGANConfig) -> ProtocolData:
     """The dataset under IF-GAN's protocol, plus `extra_datasets` (each under its own IF-GAN rules)
-    as training data in every fold."""
+    as training data in every fold. Checks `averages_from` first (`averages_choice`)."""
+    averages_choice(cfg)
     data = load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.size,
                               scale=cfg.scale_for(cfg.dataset), seed=cfg.seed)
     extras = [load_protocol_data(name, PAPER, data_root=root, size=cfg.size, scale=cfg.scale_for(name), seed=cfg.seed)
@@ -130,19 +141,56 @@ def load(cfg: IFGANConfig) -> ProtocolData:
 
 
 def fold_averages(data: FoldData) -> torch.Tensor:
-    """I_AE for this fold: per class, the mean of the training split's images (test-time transform).
-
-    For an official-split dataset trained with extra (posed) datasets, RAF-DB in the paper, only the
-    extra rows are averaged: "averaging all images with the same expression label in the three posed
-    datasets" (Sec. 4.3); a class none of them has (neutral) gets the mean of all their images."""
+    """I_AE for this fold from its training split (`averages_from="train"`, the paper's choice for the
+    posed datasets): per class, the mean of every training image (test-time transform), the extra
+    datasets' rows included; the validation and test subjects never enter it."""
     loader = make_loader(data.train_eval, 256, shuffle=False)
     images, labels = zip(*[(b["image"], b["label"]) for b in loader])
-    images, labels = torch.cat(images), torch.cat(labels)
-    if data.protocol.folds.kind == "official" and "extra" in data.manifest.columns:
-        extra = torch.tensor(data.manifest.loc[data.train_eval.index, "extra"].astype(bool).to_numpy())
-        if extra.any():
-            images, labels = images[extra], labels[extra]
-    return average_targets(images, labels, len(data.classes))
+    return average_targets(torch.cat(images), torch.cat(labels), len(data.classes))
+
+
+TRAIN_SPLIT = "train"   # averages_from: the fold's training split
+POSED = ("synth-bu3dfe", "synth-ckplus", "synth-mmi")
+# what the I_AE of a dataset list are, recorded with every run that uses one (the resume check)
+AVERAGING_RULE = "pooled per-class means of the IF-GAN protocol rows; neutral: the sequences' neutral faces"
+
+
+def averages_choice(cfg: IFGANConfig) -> str:
+    """Where `cfg`'s I_AE come from: "train" (the fold's training split) or a dataset list
+    ("synth-bu3dfe,synth-ckplus,synth-mmi", "ckplus=CACHE,...", as `extra_dataset_roots` reads it).
+
+    `averages_from=""` is the paper's choice (Sec. 4.3): "train" for a k-fold (posed) dataset, the
+    three posed SynthFER datasets for an official-split SynthFER dataset (synth-rafdb); a real
+    official-split dataset (RAF-DB) must name its posed datasets. A list that names the dataset
+    under test is refused: its test subjects' images would enter I_AE. Other SynthFER presets are
+    other people (every preset renders its own population), so they leak nothing."""
+    text = str(cfg.averages_from or "").strip()
+    if text == "":
+        if load_protocol(PAPER, cfg.dataset).folds.kind != "official":
+            return TRAIN_SPLIT
+        if cfg.dataset.startswith(SYNTH_PREFIX):
+            return ",".join(POSED)
+        raise FerlibError(
+            f"averages_from='' on {cfg.dataset}: the paper takes {cfg.dataset}'s average faces from the three posed "
+            "datasets (Sec. 4.3), which need their own data: name them (averages_from='ckplus=CACHE,mmi=CACHE,"
+            "bu3dfe=CACHE'; but a cache prepared for IF-GAN holds only peak frames, so it has no neutral face for "
+            f"{cfg.dataset}'s neutral class), or give averages_from='{','.join(POSED)}' (SynthFER's posed datasets) "
+            f"or averages_from='train' ({cfg.dataset}'s own training split)")
+    if text == TRAIN_SPLIT:
+        return TRAIN_SPLIT
+    pairs = extra_dataset_roots(text)
+    names = [name for name, _ in pairs]
+    if TRAIN_SPLIT in names:
+        raise FerlibError(f"averages_from={text!r}: 'train' (the fold's training split) stands alone; "
+                          "give either 'train' or a list of datasets")
+    for name in names:
+        check_dataset_name(name)
+    if cfg.dataset in names:
+        raise FerlibError(
+            f"averages_from={text!r} names {cfg.dataset}, the dataset under test: every image of it would enter "
+            f"I_AE, its test subjects' too. Use averages_from='train' ({cfg.dataset}'s training split of each fold), "
+            "'' (the paper's choice), or other datasets only")
+    return text
 
 
 def build_task(cfg: IFGANConfig, method: str, num_classes: int, in_channels: int = 3) -> IFGANTask:
@@ -157,28 +205,90 @@ def build_task(cfg: IFGANConfig, method: str, num_classes: int, in_channels: int
                      centre_lr=cfg.centre_lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma)
 
 
+def neutral_faces(manifest: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The neutral faces behind a posed dataset's protocol `rows` (a subset of its full `manifest`),
+    relabelled "neutral": the neutral frames (role neutral) of the protocol's sequences, the first
+    frame of a CK+, MMI or BU-4DFE sequence, and the faces of the neutral-only sequences of the
+    protocol's subjects, BU-3DFE's one neutral face per subject. Rows already in `rows` are left out."""
+    neutral = neutral_rows(manifest)
+    sequence, subject = manifest["sequence"].astype(str), manifest["subject"].astype(str)
+    only_neutral = neutral.groupby(sequence).transform("all")
+    keep = neutral & (sequence.isin(set(rows["sequence"].astype(str)))
+                      | (only_neutral & subject.isin(set(rows["subject"].astype(str)))))
+    return manifest[keep & ~manifest.index.isin(rows.index)].assign(label="neutral")
+
+
+def averaging_rows(manifest: pd.DataFrame, rows: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
+    """What one averaging dataset gives I_AE: its protocol `rows` whose label is one of `classes`,
+    and, with neutral among `classes`, its `neutral_faces` (IF-GAN 4.3: RAF-DB's "average identity
+    expressive/neutral images" come from the posed datasets). SynthFER's manifest keeps every frame;
+    a real dataset prepared for IF-GAN keeps only the protocol's frames, so it has no neutral face."""
+    parts = [rows[rows["label"].isin(classes)]]
+    if "neutral" in classes:
+        parts.append(neutral_faces(manifest, rows))
+    return pd.concat(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def averaging_sums(name: str, root, size: int, scale: float, seed: int,
+                   classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class pixel sums (K,C,H,W) and image counts (K,) of one averaging dataset's
+    `averaging_rows` (test-time transform), under IF-GAN's frame rules. Cached: every method and
+    fold of a run, and every table row, averages the same datasets."""
+    loaded = load_dataset(name, root, size=size, scale=scale, seed=seed, paper=PAPER)
+    manifest = normalise_dtypes(validate_manifest(loaded.manifest))
+    rows = select_frames(manifest, load_protocol(PAPER, name))  # the protocol's frames; no folds needed
+    chosen = averaging_rows(manifest, rows, classes)
+    cache = ImageCache.from_arrays(loaded.images, loaded.manifest)
+    dataset = FERDataset(cache, chosen, classes, transform=make_transform("ifgan", train=False, size=size))
+    sums = torch.zeros(len(classes), loaded.images.shape[-1], *loaded.images.shape[1:3])
+    counts = torch.zeros(len(classes))
+    for batch in make_loader(dataset, 256, shuffle=False):
+        sums.index_add_(0, batch["label"], batch["image"])
+        counts += torch.bincount(batch["label"], minlength=len(classes))
+    return sums, counts
+
+
 def averages_of_datasets(cfg: IFGANConfig, classes: tuple[str, ...]) -> torch.Tensor:
-    """I_AE from every protocol image of the datasets in `cfg.averages_from` (RAF-DB in the paper:
-    "averaging all images with the same expression label in the three posed datasets"). A class
-    none of them has (neutral) gets the mean of all their images."""
-    images, labels = [], []
-    for name, root in extra_dataset_roots(cfg.averages_from):
-        data = load_protocol_data(name, PAPER, data_root=root, size=cfg.size, scale=cfg.scale_for(name), seed=cfg.seed)
-        cache = ImageCache.from_arrays(data.loaded.images, data.loaded.manifest)
-        rows = data.manifest[data.manifest["label"].isin(classes)]
-        dataset = FERDataset(cache, rows, classes, transform=make_transform("ifgan", train=False, size=cfg.size))
-        for batch in make_loader(dataset, 256, shuffle=False):
-            images.append(batch["image"])
-            labels.append(batch["label"])
-    return average_targets(torch.cat(images), torch.cat(labels), len(classes))
+    """I_AE from the datasets `cfg.averages_from` lists: per class, the mean of all their
+    `averaging_rows` pooled (Sec. 4.3, RAF-DB: "averaging all images with the same expression label
+    in the three posed datasets"; its neutral I_AE is the mean of their neutral faces). A class that
+    none of them has is refused."""
+    pairs = extra_dataset_roots(cfg.averages_from)
+    if not pairs:
+        raise FerlibError("averages_of_datasets needs averages_from to list datasets; see averages_choice")
+    parts = [averaging_sums(name, root, cfg.size, cfg.scale_for(name), cfg.seed, tuple(classes)) for name, root in pairs]
+    sums, counts = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    missing = [c for c, n in zip(classes, counts.tolist()) if n == 0]
+    if missing:
+        raise FerlibError(
+            f"I_AE for {', '.join(missing)}: none of the averaging datasets ({cfg.averages_from}) has such an image. "
+            "A real dataset prepared for IF-GAN keeps only the protocol's peak frames, so it has no neutral face; "
+            "name SynthFER datasets (their manifests keep every frame) or use averages_from='train'")
+    return sums / counts[:, None, None, None]
+
+
+def fold_targets(cfg: IFGANConfig, data: FoldData) -> torch.Tensor:
+    """This fold's I_AE as `averages_choice(cfg)` says: its training split, or the datasets listed."""
+    choice = averages_choice(cfg)
+    if choice == TRAIN_SPLIT:
+        return fold_averages(data)
+    return averages_of_datasets(dataclasses.replace(cfg, averages_from=choice), data.classes)
+
+
+def averages_source(cfg: IFGANConfig) -> str:
+    """Where I_AE come from, in words (printed beside the averages figure)."""
+    choice = averages_choice(cfg)
+    if choice == TRAIN_SPLIT:
+        return "I_AE: per class, the mean of the fold's training images"
+    return (f"I_AE: per class, the mean of the IF-GAN protocol images of {choice}"
+            " (neutral: the neutral faces of their sequences)")
 
 
 def make_task(cfg: IFGANConfig, method: str, data: FoldData) -> IFGANTask:
-    """The task for one fold: its classes and channels, and I_AE from its training split (or from
-    `cfg.averages_from`)."""
+    """The task for one fold: its classes and channels, and I_AE as `averages_choice` says."""
     task = build_task(cfg, method, len(data.classes), data.in_channels)
-    averages = averages_of_datasets(cfg, data.classes) if cfg.averages_from else fold_averages(data)
-    task.model.averages.copy_(averages)
+    task.model.averages.copy_(fold_targets(cfg, data))
     return task
 
 
@@ -186,8 +296,10 @@ def run_fold(cfg: IFGANConfig, data: ProtocolData, fold: int, method: str, progr
     fold_data = make_fold(data, fold, transform="ifgan", size=cfg.size)
     seed_everything(cfg.seed)  # weights draw from torch's RNG: seed before building them
     task = make_task(cfg, method, fold_data)
-    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold),
-                              asdict(cfg) | {"fold": fold, "method": method}, progress=progress)
+    config = asdict(cfg) | {"fold": fold, "method": method}
+    if (choice := averages_choice(cfg)) != TRAIN_SPLIT:  # the record says which datasets and rule made I_AE
+        config |= {"averages_from": choice, "averages_rule": AVERAGING_RULE}
+    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold), config, progress=progress)
     return MethodFold(method, fold, record, fold_data, task, test)
 
 
@@ -198,15 +310,11 @@ def run(cfg: IFGANConfig, data: ProtocolData | None = None, progress: bool = Tru
     return MethodsResult(cfg, [run_fold(cfg, data, f, m, progress) for m in cfg.method_list() for f in folds])
 
 
-POSED = ("synth-bu3dfe", "synth-ckplus", "synth-mmi")
-
-
 def replace_dataset(cfg: IFGANConfig, dataset: str) -> IFGANConfig:
     """The same run on another SynthFER dataset (a table row). A real dataset needs its own
     `data_root`, so it runs as the notebook's `dataset` instead. An official-split dataset
     (RAF-DB) takes its average faces from the posed SynthFER datasets, as the paper does."""
     synth_only(dataset, cfg.dataset)
-    from ferlib.data.protocols import load_protocol
     official = load_protocol(PAPER, dataset).folds.kind == "official"
     return dataclasses.replace(cfg, dataset=dataset, data_root=None, extra_datasets="",
                                averages_from=",".join(POSED) if official else "")

@@ -113,7 +113,11 @@ class EIFN(nn.Module):
 
 
 class EIFNTask:
-    """The engine's task: SGD on Eq. 5 (centres by their own rule), lr / 10 every `lr_step` epochs."""
+    """The engine's task: SGD on Eq. 5 (centres by their own rule), lr / 10 every `lr_step` epochs.
+
+    The engine steps the scheduler once per pass over the training loader, so `lr_step` counts
+    passes over whatever set the loader holds: the paper's 14x expanded set (20 epochs of it) when
+    the experiment expands the split (`EIFNConfig.expand`), else one random copy per image."""
 
     def __init__(self, model: EIFN, lambdas=(1e-4, 1.0, 6.0), lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 5e-4, lr_step: int | None = 20, centre_lr: float = 0.5,

@@ -136,6 +136,35 @@ def average_targets(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     return averages
 
 
+def discriminator_adversarial_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's side of Eq. 2 on PatchGAN logits: D maximises log D(real) + log(1 - D(fake)), i.e. minimises
+    0.5 * (BCE(real, 1) + BCE(fake, 0)), each BCE the mean over patches and batch; halved as in pix2pix."""
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's side of Eq. 2, the non-saturating form (pix2pix): -log D(fake) = BCE(fake, 1), the mean over
+    patches and batch, in place of minimising Eq. 2's log(1 - D(fake)) (same fixed point, stronger early
+    gradient)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def l1_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 3, E||I_AE - G(I_SE)||_1 as the per-pixel mean: |target - fake| averaged over batch, channels
+    and pixels (not the sum per image), as pix2pix."""
+    return (target - fake).abs().mean()
+
+
+def tuple_softmax_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 as a loss: the cross-entropy on the real tuples plus the cross-entropy on the fake ones.
+
+    logits (2B, K): the B real tuples {I_SE, I_AE} first, then the B fake tuples {I_SE, G(I_SE)};
+    labels (B,). Each tuple's cross-entropy is its batch mean; the two are summed, not averaged."""
+    losses = F.cross_entropy(logits, torch.cat([labels, labels]), reduction="none")
+    return losses[: len(labels)].mean() + losses[len(labels):].mean()
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -196,20 +225,18 @@ class IFGANTask:
         D = self.model.D
         real = D(torch.cat([source, target], 1))
         fake = D(torch.cat([source, fake.detach()], 1))
-        return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                      + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        return discriminator_adversarial_loss(real, fake)
 
     def generator_losses(self, source, target, fake, labels) -> dict[str, torch.Tensor]:
         """The G and E terms of Eq. 1 (D frozen): adversarial (Eq. 2), L1 (Eq. 3), softmax (Eq. 4), island (Eq. 5)."""
         m = self.model
         pred = m.D(torch.cat([source, fake], 1))
-        gan = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred))          # Eq. 2, G's side
-        l1 = (target - fake).abs().mean()                                              # Eq. 3
+        gan = generator_adversarial_loss(pred)                                         # Eq. 2, G's side
+        l1 = l1_loss(target, fake)                                                     # Eq. 3
         views = torch.cat([m.classifier_view(source, target), m.classifier_view(source, fake)])
         features = m.E.features(views)
         both = torch.cat([labels, labels])
-        softmax = F.cross_entropy(m.E.classifier(features), both, reduction="none")
-        softmax = softmax[: len(labels)].mean() + softmax[len(labels):].mean()         # Eq. 4: real + fake tuple
+        softmax = tuple_softmax_loss(m.E.classifier(features), labels)                 # Eq. 4: real + fake tuple
         island = m.island(features, both)                                              # Eq. 5
         return {"gan": gan, "l1": l1, "softmax": softmax, "island": island}
 

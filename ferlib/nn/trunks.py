@@ -20,6 +20,9 @@ activation scale, which the pretrained BatchNorm statistics expect):
   and scaled by 3 / in_channels (for one channel: the sum over RGB), so a grey image copied into
   every channel gives exactly the pretrained response to that grey image in RGB.
 
+With pretrained weights the trunk normalises its [-1, 1] input the way ImageNet weights expect
+(`ferlib.nn.imagenet.ImageNetInput`, attribute `input_norm`); from scratch it takes [-1, 1] as it is.
+
 Small inputs work (48-64 px faces included): torchvision's ResNet ends in adaptive average
 pooling. It downsamples 32 times, so a 64 x 64 face reaches layer4 as a 2 x 2 map and anything up
 to 32 x 32 as a single position.
@@ -35,6 +38,7 @@ import torchvision
 from torch import nn
 
 from ferlib.errors import FerlibError
+from ferlib.nn.imagenet import ImageNetInput
 
 RESNET_DEPTHS = (18, 34, 50, 101)
 TRUNK_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
@@ -103,6 +107,7 @@ class ResNetTrunk(nn.Module):
             setattr(self, name, getattr(net, name))
         self.source: str = FROM_SCRATCH
         self.conv1_adaptation: str | None = None
+        self.input_norm: nn.Module = nn.Identity()  # ImageNetInput once pretrained weights are loaded
 
         rgb_conv1 = self.conv1
         if in_channels != 3:
@@ -146,9 +151,10 @@ class ResNetTrunk(nn.Module):
         self.load_state_dict(state, strict=True)
         self.source = f"ImageNet weights from {path}"
         self.conv1_adaptation = adapted
+        self.input_norm = ImageNetInput(self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) -> (B, feature_dim)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        """(B, in_channels, H, W) in [-1, 1] -> (B, feature_dim)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_norm(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)

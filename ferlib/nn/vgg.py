@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ferlib.errors import FerlibError
+from ferlib.nn.imagenet import ImageNetInput
 from ferlib.nn.trunks import FROM_SCRATCH, adapt_conv1_weight, list_first, read_state_dict
 
 VGG16_CONV5_3 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -57,6 +58,7 @@ class VGG16Trunk(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         self.source = FROM_SCRATCH
+        self.input_norm: nn.Module = nn.Identity()  # ImageNetInput once pretrained weights are loaded
         if pretrained is not None:
             self.load_pretrained(Path(pretrained))
 
@@ -84,6 +86,8 @@ class VGG16Trunk(nn.Module):
                               f"{', '.join(wrong[:5])}")
         self.load_state_dict(state, strict=True)
         self.source = f"ImageNet weights from {path}"
+        self.input_norm = ImageNetInput(self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        """(B, in_channels, H, W) in [-1, 1] (ImageNet-normalised inside when pretrained) -> conv5_3 maps."""
+        return self.features(self.input_norm(x))
