@@ -4,6 +4,7 @@
     python -m ferlib data manifest DATASET --root DIR --protocol PAPER [--out FILE.csv]
     python -m ferlib data align PATH --out DIR --protocol PAPER
     python -m ferlib data prepare DATASET --root DIR --protocol PAPER --cache DIR
+    python -m ferlib run | sweep | registry ...   (the study's commands: ferlib/study/commands.py)
 
 Each subcommand is a function `add_<group>_<name>(subparsers)` that adds its parser and sets
 `run=<function(args) -> int>`; list it in `DATA_COMMANDS` (or a new group in `build_parser`).
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in DATA_COMMANDS:
         add(data_commands)
     data.set_defaults(run=None, parser=data)
+    from ferlib.study.commands import STUDY_COMMANDS
+    for add in STUDY_COMMANDS:
+        add(groups)
     parser.set_defaults(run=None, parser=parser)
     return parser
 

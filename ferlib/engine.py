@@ -95,6 +95,8 @@ class EngineConfig:
     select_metric: "val_acc", "val_macro_acc" (mean per-class accuracy) or "val_loss" (minimised).
     amp: float16 autocast + GradScaler, used only on CUDA.
     log_every: when > 0, also print the running losses every `log_every` steps.
+    patience: when > 0, stop early once `select_metric` has not improved for `patience` epochs
+        (`epochs` is then the cap); the record's `stopped_early` says whether it did. 0: train all epochs.
     """
 
     epochs: int
@@ -107,6 +109,7 @@ class EngineConfig:
     deterministic: bool = True
     progress: bool = True
     log_every: int = 0
+    patience: int = 0
 
 
 # ----------------------------------------------------------------------------- seeds and device
@@ -483,6 +486,14 @@ def step_schedulers(task: Task, val: dict | None) -> None:
             scheduler.step()
 
 
+def plateaued(cfg: EngineConfig, epochs_done: int, best_epoch: int | None, validating: bool) -> bool:
+    """Early stopping: `patience` epochs have passed since the best validation epoch. Decided from the
+    checkpointed state alone, so a resumed run stops where an uninterrupted one would."""
+    if cfg.patience <= 0 or not validating or best_epoch is None:
+        return False
+    return epochs_done - best_epoch >= cfg.patience
+
+
 def is_better(value: float, best: float | None, metric: str) -> bool:
     """Strictly better (ties keep the earlier epoch); losses are minimised, accuracies maximised."""
     if best is None or math.isnan(best):
@@ -579,6 +590,8 @@ def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None
     run_bar = tqdm(total=cfg.epochs, initial=epochs_done, desc=cfg.run_name, unit="epoch", mininterval=1,
                    disable=not cfg.progress)
     for epoch in range(epochs_done + 1, cfg.epochs + 1):
+        if plateaued(cfg, epochs_done, best_epoch, val_loader is not None):
+            break
         epoch_start = time.perf_counter()
         set_loader_epoch(train_loader, epoch)
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in task.optimizers.items()}
@@ -599,6 +612,7 @@ def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None
         row.update(improved=improved, epoch_time_s=time.perf_counter() - epoch_start,
                    images_per_s=images / max(train_time, 1e-9))
         history.append(jsonable(row))
+        epochs_done = epoch
         save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "history": history,
                          "best_value": best_value, "best_epoch": best_epoch, "config_hash": fingerprint,
                          "determinism": determinism, "rng": rng_state(), **training_state(task, amp)}, last_path)
@@ -632,6 +646,7 @@ def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None
         test = summarise_test(result, names)
     record = build_record(cfg, config, fingerprint, history, best_epoch, best_value, test, device, started,
                           resumed_from, finished=True, determinism=determinism)
+    record["stopped_early"] = len(history) < cfg.epochs
     write_json(record, run_dir / "record.json")
     return record, result
 

@@ -47,9 +47,11 @@ NEUTRAL = "neutral"
 PRESETS = {
     # CPU / CI: 48x41 crops of 55x47 faces, a quarter of the paper's width, 25 epochs, lr 1e-3.
     # One random crop per image per epoch (expand=False): an epoch is a tenth of the paper's.
-    "smoke": dict(size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0, expand=False),
+    "smoke": dict(patience=0, size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0, expand=False),
+    # CPU study: the smoke geometry trained to its plateau (early stopping, patience 10, at most 60 epochs).
+    "study": dict(size=48, width=8, epochs=60, patience=10, batch_size=32, lr=1e-3, scale=1.0, expand=False),
     # GPU: Sec. 3.1 and Table 1; an epoch is one pass over all ten crops of every training image.
-    "paper": dict(size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0, expand=True),
+    "paper": dict(patience=0, size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0, expand=True),
 }
 
 
@@ -82,6 +84,7 @@ class ADFLConfig:
     size: int = 48                  # crop height fed to the network (112 in the paper)
     width: int = 8                  # Conv1's channels; Conv2, Conv3 and the branches double it (32 in the paper)
     epochs: int = 25
+    patience: int = 0               # early stopping: epochs without a better val accuracy (0: run all `epochs`)
     batch_size: int = 32
     lr: float = 1e-3
     scale: float = 1.0              # SynthFER only: share of the preset's subjects

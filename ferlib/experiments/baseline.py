@@ -23,9 +23,11 @@ PAPER = "baseline"  # the protocol in data_manifests/protocols/baseline.yaml
 
 PRESETS = {
     # CPU / CI: about half the ckplus-like subjects, 48 px, 16-channel first stage.
-    "smoke": dict(scale=0.5, size=48, width=16, epochs=30, batch_size=32, lr=2e-3, weight_decay=1e-4),
+    "smoke": dict(patience=0, scale=0.5, size=48, width=16, epochs=30, batch_size=32, lr=2e-3, weight_decay=1e-4),
+    # CPU study: the whole preset, trained to its plateau (early stopping, patience 10, at most 60 epochs).
+    "study": dict(scale=1.0, size=48, width=16, epochs=60, patience=10, batch_size=32, lr=2e-3, weight_decay=1e-4),
     # GPU: the whole preset at 96 px, a 64-channel first stage, a long schedule.
-    "paper": dict(scale=1.0, size=96, width=64, epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4),
+    "paper": dict(patience=0, scale=1.0, size=96, width=64, epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4),
 }
 
 
@@ -46,6 +48,7 @@ class BaselineConfig:
     size: int = 48                  # network input, px
     width: int = 16                 # PlainCNN first-stage channels
     epochs: int = 30
+    patience: int = 0               # early stopping: epochs without a better val accuracy (0: run all `epochs`)
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -222,7 +222,7 @@ def train_fold(task, data: FoldData, cfg, run_name: str, config: dict, class_nam
     resume check's) experiment settings."""
     from ferlib.engine import EngineConfig, fit_and_test, make_loader
     engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=run_name, progress=progress)
+                          run_name=run_name, progress=progress, patience=cfg.patience)
     loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
                for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
     return fit_and_test(task, *loaders, engine, config=config,

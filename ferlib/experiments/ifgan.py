@@ -35,6 +35,8 @@ from ferlib.experiments.common import identity_leakage as common_identity_leakag
 from ferlib.models.ifgan import IFGAN, IFGANTask, average_targets
 
 PAPER = "ifgan"
+# Fig. 6's query points of G's last self-attention module: (y, x) as fractions of the aligned face
+ATTENTION_QUERIES = {"eye/brow": (0.36, 0.34), "mouth": (0.74, 0.5), "cheek": (0.6, 0.26)}
 # method name -> (IFGAN mode, attention)
 METHODS = {"resnet": ("baseline", False), "ifgan-noattention": ("ifgan", False), "ifgan": ("ifgan", True)}
 METHOD_TITLES = {"resnet": "ResNet baseline", "ifgan-noattention": "IF-GAN w/o attention", "ifgan": "IF-GAN"}
@@ -43,10 +45,13 @@ PRESETS = {
     # CPU / CI: the ckplus-like preset at 48 px, a ResNet-18 trunk from scratch, narrow G and D, 10 epochs.
     # Island weight 0.01, not 1: from scratch on this data the paper's weight collapses E to one class
     # (ResNet smoke run, 10 epochs: 19% test accuracy with 1, 71% with 0.01); see the chapter's Deviations.
-    "smoke": dict(scale=1.0, size=48, trunk_depth=18, gen_width=16, gen_depth=4, disc_width=16, epochs=10,
+    "smoke": dict(patience=0, scale=1.0, size=48, trunk_depth=18, gen_width=16, gen_depth=4, disc_width=16, epochs=10,
                   batch_size=32, lr=5e-4, lr_step=10, lambda_island=0.01, scales="synth-rafdb=0.06"),
+    # CPU study: the smoke networks trained to their plateau (early stopping, patience 8, at most 40 epochs).
+    "study": dict(scale=1.0, size=48, trunk_depth=18, gen_width=16, gen_depth=4, disc_width=16, epochs=40,
+                  patience=8, batch_size=32, lr=5e-4, lr_step=10, lambda_island=0.01, scales="synth-rafdb=0.06"),
     # GPU: Sec. 3.2 and 4.3 exactly.
-    "paper": dict(scale=1.0, size=224, trunk_depth=101, gen_width=64, gen_depth=5, disc_width=64, epochs=100,
+    "paper": dict(patience=0, scale=1.0, size=224, trunk_depth=101, gen_width=64, gen_depth=5, disc_width=64, epochs=100,
                   batch_size=50, lr=1e-4, lr_step=10, lambda_island=1.0, scales=""),
 }
 
@@ -87,6 +92,7 @@ class IFGANConfig:
     gen_depth: int = 4
     disc_width: int = 16
     epochs: int = 10
+    patience: int = 0               # early stopping: epochs without a better val accuracy (0: run all `epochs`)
     batch_size: int = 32
     lr: float = 5e-4
     lr_step: int = 10

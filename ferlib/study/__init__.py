@@ -1,0 +1,1 @@
+"""The study layer: the results registry, training fingerprints, the sweep and the claims."""

@@ -1,0 +1,189 @@
+"""What the chapters show from the results registry: our numbers beside the paper's, each claim
+judged, every record's staleness, the curves and the figure fold's arrays.
+
+    frame = study_frame("ifgan")              # one row per record of the paper at the study preset
+    reported_beside_ours("ifgan", frame)      # the paper's table rows, ours beside them
+    judged_claims("ifgan", frame)             # each claim: the paper's difference, ours, a verdict
+
+A record is stale when its config is no longer what the preset gives or its training fingerprint is
+not the current code's (`data_manifests/fingerprints.json`, which a test keeps equal to the code);
+a stale record is shown, marked "stale", never passed off as current. A fold that failed to train
+(`jobs.failure_of`) is counted and named, never averaged in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ferlib.errors import FerlibError
+from ferlib.study.records import REGISTRY, Job, iter_records
+
+STUDY = "study"
+
+
+def record_staleness(record: dict, stored: dict | None = None) -> str:
+    """"" when `record` is current, else why it is stale (config or fingerprint)."""
+    from ferlib.study import fingerprints
+    from ferlib.study.jobs import job_config
+    job = Job(**record["job"])
+    stored = fingerprints.load_stored() if stored is None else stored
+    extra = {k: v for k, v in record["config"].items() if k == "data_root"}
+    try:
+        expected = job_config(job, extra.get("data_root"))
+    except FerlibError as e:
+        return f"its job no longer exists ({e})"
+    if record["config"] != expected:
+        changed = sorted(k for k in set(expected) | set(record["config"]) if expected.get(k) != record["config"].get(k))
+        return f"config differs in {', '.join(changed[:4])}"
+    now = stored.get(fingerprints.key(job.paper, job.method))
+    if now is None:
+        return "no stored fingerprint for its method"
+    return fingerprints.compare(record["fingerprint"], now) or ""
+
+
+def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
+    """One row per record of `paper` at `preset`: job, status, test metrics (%), probe, training, staleness."""
+    from ferlib.data.registry import base_name
+    from ferlib.study import fingerprints
+    stored = fingerprints.load_stored()
+    rows = []
+    for r in iter_records(registry, paper, preset):
+        t = r["training"]
+        rows.append({**r["job"], "base": base_name(r["job"]["dataset"]), "status": r["status"],
+                     "failure": r.get("failure") or "", "acc": 100 * r["test"]["acc"],
+                     "macro_acc": 100 * r["test"]["macro_acc"], "chance": 100 * r["chance"],
+                     "identity_probe": 100 * r["identity_probe"]["acc"], "identity_x_chance": r["identity_probe"]["ratio"],
+                     "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
+                     "plateau": t["stopped_early"], "stale": record_staleness(r, stored), "data": r["data"],
+                     "wall_time_s": r["provenance"]["wall_time_s"], "threads": r["provenance"]["threads"],
+                     "cpu": r["provenance"]["cpu"], "commit": r["provenance"]["git_commit"], "record": r})
+    columns = ["paper", "method", "dataset", "fold", "preset", "seed", "base", "status", "failure", "acc", "macro_acc",
+               "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap", "plateau",
+               "stale", "data", "wall_time_s", "threads", "cpu", "commit", "record"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_cell(values: list[float], failed: int, stale: int) -> str:
+    """"81.0 ± 3.1 [78.8, 83.2] (n=10)", with failed and stale folds named, never averaged in."""
+    from ferlib.eval import aggregate_folds
+    if not values:
+        text = "no fold trained" if failed else "not run"
+    else:
+        a = aggregate_folds(values)
+        text = (f"{a['mean']:.1f} (n=1, no spread)" if a["n"] < 2 else
+                f"{a['mean']:.1f} ± {a['std']:.1f} [{a['ci95_low']:.1f}, {a['ci95_high']:.1f}] (n={a['n']})")
+    if failed:
+        text += f"; failed to train on {failed} fold{'s' if failed > 1 else ''}"
+    if stale:
+        text += f"; {stale} stale"
+    return text
+
+
+def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """Per (method, dataset): the folds that trained, their mean / std / 95% interval of `metric` (%),
+    how many failed to train and how many records are stale, and the data and preset."""
+    from ferlib.eval import aggregate_folds
+    rows = []
+    for (method, base), group in frame.groupby(["method", "base"], sort=False):
+        ok = group[group["status"] == "ok"]
+        a = aggregate_folds(ok[metric]) if len(ok) else {"mean": np.nan, "std": np.nan, "ci95_low": np.nan,
+                                                          "ci95_high": np.nan, "n": 0}
+        failed, stale = int((group["status"] != "ok").sum()), int((group["stale"] != "").sum())
+        rows.append({"method": method, "dataset": base, "mean": a["mean"], "std": a["std"], "ci95_low": a["ci95_low"],
+                     "ci95_high": a["ci95_high"], "folds": a["n"], "failed": failed, "stale": stale,
+                     "plateau": f"{int(group['plateau'].sum())} of {len(group)}",
+                     "cell": summary_cell(list(ok[metric]), failed, stale), "data": group["data"].iloc[0],
+                     "preset": group["preset"].iloc[0]})
+    return pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "ci95_low", "ci95_high", "folds", "failed",
+                                       "stale", "plateau", "cell", "data", "preset"])
+
+
+def reported_beside_ours(paper: str, frame: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """The paper's table rows ("reported") with ours from the registry beside them (mean ± std
+    [95% interval] (n folds), failed and stale folds named), the data and the preset."""
+    from ferlib.reported import load_reported
+    table = load_reported(paper).merge(ours(frame), on=["method", "dataset"], how="left")
+    ran = table["cell"].notna()
+    out = pd.DataFrame({
+        "table": table["table"], "dataset": table["dataset"],
+        "method": table["method"].map(lambda m: (titles or {}).get(m, m)),
+        "reported": table["reported"].map(lambda v: f"{v:.2f} (reported)"),
+        "ours (registry)": table["cell"].where(ran, "not in the registry"),
+        "trained to plateau": table["plateau"].where(ran, ""),
+        "our data": table["data"].where(ran, ""), "preset": table["preset"].where(ran, ""),
+    })
+    return out
+
+
+# ----------------------------------------------------------------------------- claims
+
+def paper_claims(paper: str):
+    """The paper's claims (`claims:` in data_manifests/reported/<paper>.yaml), each a `Claim`; the
+    reported difference is the paper's own table difference where both numbers are reported."""
+    from ferlib.reported import REPORTED_DIR, load_reported
+    from ferlib.study.claims import Claim
+    raw = yaml.safe_load((REPORTED_DIR / f"{paper}.yaml").read_text())
+    reported = load_reported(paper).set_index(["method", "dataset"])["reported"]
+    claims = []
+    for entry in raw.get("claims", []):
+        datasets = entry.get("datasets") or sorted({d for (m, d) in reported.index if m == entry["method"]})
+        for dataset in datasets:
+            difference = entry.get("reported")
+            if difference is None and entry.get("metric", "acc") == "acc":
+                pair = [(entry["method"], dataset), (entry["baseline"], dataset)]
+                if all(p in reported.index for p in pair):
+                    difference = round(float(reported[pair[0]] - reported[pair[1]]), 2)
+            claims.append(Claim(paper=paper, text=entry["text"].format(dataset=dataset), dataset=dataset,
+                                method=entry["method"], baseline=entry["baseline"],
+                                metric=entry.get("metric", "acc"), direction=int(entry.get("direction", 1)),
+                                reported=difference))
+    return claims
+
+
+def judged_claims(paper: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each claim of `paper` judged on the registry's folds (`claims.judge`), as the chapter's table."""
+    from ferlib.study.claims import claims_table, judge
+    rows = []
+    for claim in paper_claims(paper):
+        def side(method):
+            group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
+            ok = group[group["status"] == "ok"]
+            return (dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"]))
+        (values_m, failed_m), (values_b, failed_b) = side(claim.method), side(claim.baseline)
+        rows.append(judge(claim, values_m, values_b, failed_method=failed_m, failed_baseline=failed_b))
+    return claims_table(rows)
+
+
+# ----------------------------------------------------------------------------- figures' data
+
+def figure_record(frame: pd.DataFrame, method: str, dataset: str) -> dict | None:
+    """The record of `method` on `dataset` that keeps the figures' arrays (its embedding fold)."""
+    from ferlib.study.jobs import EMBEDDING_FOLD
+    rows = frame[(frame["method"] == method) & (frame["dataset"] == dataset) & (frame["fold"] == EMBEDDING_FOLD)]
+    return None if rows.empty else rows.iloc[0]["record"]
+
+
+def summed_confusion(frame: pd.DataFrame, method: str, dataset: str) -> tuple[np.ndarray, list[str]] | None:
+    """The test confusion matrices of every fold that trained, summed (each test person once)."""
+    rows = frame[(frame["method"] == method) & (frame["dataset"] == dataset) & (frame["status"] == "ok")]
+    if rows.empty:
+        return None
+    total = sum(np.asarray(r["test"]["confusion"]) for r in rows["record"])
+    return total, list(rows.iloc[0]["record"]["test"]["class_names"])
+
+
+def provenance_line(frame: pd.DataFrame) -> str:
+    """Where the records come from, in one sentence (count, commits, CPUs, threads, total time)."""
+    if frame.empty:
+        return "The registry holds no record of this paper at the study preset yet."
+    commits = sorted({c[:8] for c in frame["commit"] if c})
+    hours = (frame["wall_time_s"] * frame["threads"]).sum() / 3600
+    return (f"{len(frame)} records ({int((frame['status'] == 'ok').sum())} trained, "
+            f"{int((frame['status'] != 'ok').sum())} failed to train, {int((frame['stale'] != '').sum())} stale), "
+            f"made by `python -m ferlib sweep --papers {frame['paper'].iloc[0]} --preset {frame['preset'].iloc[0]}` "
+            f"at commit(s) {', '.join(commits)} on {', '.join(sorted(set(frame['cpu'])))}, "
+            f"{hours:.1f} core-hours of training in all.")
