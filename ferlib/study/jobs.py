@@ -233,7 +233,8 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
     from ferlib.experiments.common import identity_leakage
     engine = result.record
     test = {k: engine["test"][k] for k in ("acc", "macro_acc", "loss", "n", "per_class_acc", "confusion", "class_names")}
-    probe = identity_leakage(result.task, result.data, seed=job.seed)
+    extras = extras_of(job, result)
+    probe = classifier_probe(job, result, extras)
     training = {
         "best_epoch": engine["best_epoch"], "epochs_run": len(engine["history"]), "epochs_cap": cfg.epochs,
         "patience": cfg.patience, "stopped_early": bool(engine.get("stopped_early")),
@@ -249,7 +250,7 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
         "chance": 1.0 / len(test["class_names"]),
         "training": training,
         "identity_probe": {k: probe[k] for k in ("acc", "chance", "ratio") if k in probe},
-        "extras": extras_of(job, result),
+        "extras": extras,
         "fingerprint": fingerprint,
         "provenance": {
             "git_commit": engine.get("git_commit"), "git_dirty": engine.get("git_dirty"),
@@ -263,6 +264,24 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
     record["status"] = "ok" if failure is None else "failed to train"
     record["failure"] = failure
     return jsonable(record)
+
+
+# ADFL's classifier reads FC(f_r) (ADFL) or f_e (its baseline) and never sees a neutral face, so its
+# identity probe is the probe table's row of that feature (every training image, neutral ones included)
+ADFL_CLASSIFIER_FEATURE = {"adfl": "h_r", "baseline": "f_e"}
+
+
+def classifier_probe(job: Job, result, extras: dict) -> dict:
+    """The identity-leakage probe on the features the method classifies from (`common.identity_leakage`)."""
+    from ferlib.experiments.common import identity_leakage
+    if job.paper == "adfl":
+        from ferlib.experiments.adfl import FEATURE_TITLES
+        title = FEATURE_TITLES[ADFL_CLASSIFIER_FEATURE[job.method]]
+        row = next(r for r in extras["probes"] if r["feature"] == title and r["method"] != "raw pixels")
+        ratio = row["identity x chance"]
+        return {"acc": row["identity probe %"] / 100, "chance": row["identity probe %"] / 100 / ratio, "ratio": ratio,
+                "feature": title}
+    return identity_leakage(result.task, result.data, seed=job.seed)
 
 
 def extras_of(job: Job, result) -> dict:
