@@ -93,7 +93,7 @@ def run_sweep(args) -> int:
     if not jobs:
         raise FerlibError(f"the grid is empty: no fold of {args.datasets or 'the datasets'} matches --folds "
                           f"{args.folds} for {', '.join(papers)} (papers: {', '.join(PAPERS)})")
-    report = sweep(jobs, args.registry, args.out_dir, make_executor(args.executor, args.jobs), args.data_root,
+    report = sweep(jobs, args.registry, args.out_dir, make_executor(args.executor, args.jobs, args.threads), args.data_root,
                    overrides_of(args.overrides), dry_run=args.dry_run)
     if not args.dry_run:
         print(f"sweep: {len(report.ran)} ran, {len(report.skipped)} skipped (current record), "
@@ -115,6 +115,8 @@ def add_sweep(groups) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--preset", default="study", help="smoke, study or paper (default: study)")
     p.add_argument("--jobs", type=int, default=1, help="jobs at once (default 1; threads per job = cores / jobs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per job (default: cores / jobs; fewer leave cores free for other work)")
     p.add_argument("--executor", default="local", help="local (a process pool on this machine)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs to run and their estimated cost")
     p.add_argument("--data-root", default=None, help="a real dataset's prepared cache (with one --datasets)")

@@ -178,10 +178,10 @@ class LocalExecutor:
 EXECUTORS = {"local": LocalExecutor}
 
 
-def make_executor(name: str, workers: int) -> Executor:
+def make_executor(name: str, workers: int, threads: int | None = None) -> Executor:
     if name not in EXECUTORS:
         raise UnknownName("executor", name, EXECUTORS)
-    return EXECUTORS[name](workers)
+    return EXECUTORS[name](workers, threads)
 
 
 # ----------------------------------------------------------------------------- the sweep
