@@ -204,3 +204,27 @@ def fold_bar(table: pd.DataFrame, value: str = "mean", low: str = "ci95_low", hi
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set(ylabel=ylabel, title=title)
     return fig
+
+
+def fold_curves(frame: pd.DataFrame, metric: str = "val_acc", titles: dict[str, str] | None = None,
+                dataset: str | None = None) -> Figure:
+    """The plateau, shown: `metric` per epoch of every fold's record (one line each), one panel per
+    method, each fold's kept epoch marked with a dot; failed folds dashed. `frame` is
+    `ferlib.study.results.study_frame`'s (its `record` column holds the curves)."""
+    rows = frame if dataset is None else frame[frame["dataset"] == dataset]
+    methods = list(dict.fromkeys(rows["method"]))
+    fig = StudyFigure(figsize=(3.6 * max(1, len(methods)), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(methods)), sharey=True, squeeze=False)[0])
+    for ax, method in zip(axes, methods):
+        for _, row in rows[rows["method"] == method].sort_values("fold").iterrows():
+            history = pd.DataFrame(row["record"]["training"]["history"])
+            colour = colormaps["tab10"](int(row["fold"]) % 10)
+            style = "-" if row["status"] == "ok" else "--"
+            ax.plot(history["epoch"], history[metric], style, color=colour, linewidth=1, alpha=0.8)
+            best = history[history["epoch"] == row["best_epoch"]]
+            ax.plot(best["epoch"], best[metric], "o", color=colour, markersize=4)
+        ax.set(title=(titles or {}).get(method, method), xlabel="epoch", ylim=(0, 1))
+    axes[0].set_ylabel(metric.replace("_", " "))
+    if dataset:
+        fig.suptitle(f"{dataset}: {metric.replace('_', ' ')} of every fold (dot: the kept epoch)")
+    return fig

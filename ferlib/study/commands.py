@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ferlib.errors import FerlibError
 
-BOOK_PAPERS = ("ifgan", "adfl", "eifn")   # the chapters whose study-preset records the book shows
+BOOK_PAPERS = ("ifgan", "adfl", "eifn", "synthfer")   # the chapters whose study-preset records the book shows
 
 
 def comma_list(text: str) -> list[str]:
@@ -89,7 +89,8 @@ def run_sweep(args) -> int:
     from ferlib.study.sweep import make_executor, study_grid, sweep
     papers = comma_list(args.papers) if args.papers else list(BOOK_PAPERS)
     jobs = study_grid(papers, comma_list(args.datasets) if args.datasets else None, args.folds, args.preset,
-                      [int(s) for s in comma_list(args.seeds)], comma_list(args.methods) if args.methods else None)
+                      [int(s) for s in comma_list(args.seeds)] or None,
+                      comma_list(args.methods) if args.methods else None)
     if not jobs:
         raise FerlibError(f"the grid is empty: no fold of {args.datasets or 'the datasets'} matches --folds "
                           f"{args.folds} for {', '.join(papers)} (papers: {', '.join(PAPERS)})")
@@ -112,7 +113,7 @@ def add_sweep(groups) -> None:
     p.add_argument("--datasets", default="", help="comma-separated (default: each paper's table datasets)")
     p.add_argument("--folds", type=fold_list, default=None, help="comma-separated folds (default: the grid's)")
     p.add_argument("--methods", default="", help="comma-separated (default: every method of each paper)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", default="", help="comma-separated seeds (default 0; the validity numbers 0,1,2)")
     p.add_argument("--preset", default="study", help="smoke, study or paper (default: study)")
     p.add_argument("--jobs", type=int, default=1, help="jobs at once (default 1; threads per job = cores / jobs)")
     p.add_argument("--threads", type=int, default=None,

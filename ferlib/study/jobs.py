@@ -84,11 +84,36 @@ class PaperStudy:
         return self.config_class.from_preset(job.preset, **values, **overrides)
 
 
+class ValidityStudy:
+    """The SynthFER datasheet's validity numbers (`ferlib.data.validity`) as jobs: one per seed,
+    method "validity", dataset "synthfer", fold 0, preset "study" (the datasheet's recipe)."""
+
+    paper = "synthfer"
+
+    def methods(self) -> tuple[str, ...]:
+        return ("validity",)
+
+    def presets(self) -> tuple[str, ...]:
+        return ("study",)
+
+    def primary(self) -> str:
+        return "synthfer"
+
+    def table_datasets(self) -> tuple[str, ...]:
+        return ()
+
+    def config_for(self, job: Job, data_root=None, out_dir=None, **overrides):
+        from ferlib.data.validity import ValidityConfig
+        check_job(job)
+        return dataclasses.replace(ValidityConfig(seeds=(job.seed,)), **overrides)
+
+
 PAPERS = {
     "baseline": PaperStudy("baseline", "ferlib.experiments.baseline", "BaselineConfig"),
     "ifgan": PaperStudy("ifgan", "ferlib.experiments.ifgan", "IFGANConfig"),
     "adfl": PaperStudy("adfl", "ferlib.experiments.adfl", "ADFLConfig"),
     "eifn": PaperStudy("eifn", "ferlib.experiments.eifn", "EIFNConfig"),
+    "synthfer": ValidityStudy(),
 }
 
 
@@ -101,6 +126,8 @@ def paper_study(paper: str) -> PaperStudy:
 def dataset_folds(paper: str, dataset: str) -> int:
     """How many test folds `dataset` has under `paper`'s protocol (an official split: 1)."""
     from ferlib.data.protocols import load_protocol
+    if paper == ValidityStudy.paper:
+        return 1
     protocol = load_protocol(paper, dataset)
     return 1 if protocol.folds.kind == "official" else protocol.k
 
@@ -173,6 +200,10 @@ def run_job(job: Job, registry: Path | str = REGISTRY, out_dir: Path | str = WOR
     started = time.perf_counter()
     study = paper_study(job.paper)
     cfg = study.config_for(job, data_root, out_dir, **overrides)
+    if job.paper == ValidityStudy.paper:
+        record = validity_record(job, cfg, training_fingerprint(*fingerprinted_as(job.paper, job.method)), started)
+        write_record(record, registry)
+        return record
     fingerprint = training_fingerprint(job.paper, job.method)
     result = train(study, cfg, job, progress)
     record = study_record(job, cfg, result, fingerprint, time.perf_counter() - started)
@@ -197,6 +228,31 @@ def jsonable(value):
 
 
 # ----------------------------------------------------------------------------- what a record keeps
+
+def fingerprinted_as(paper: str, method: str) -> tuple[str, str]:
+    """Whose training fingerprint a job carries: its own, or (validity) the baseline's PlainCNN's."""
+    return ("baseline", "baseline") if paper == ValidityStudy.paper else (paper, method)
+
+
+def validity_record(job: Job, cfg, fingerprint: dict, started: float) -> dict:
+    """One seed of the datasheet's validity numbers. Its networks are the baseline's PlainCNN, so it
+    carries the baseline's training fingerprint."""
+    from ferlib.data.validity import THRESHOLDS, measure_seed
+    from ferlib.engine import git_commit, package_versions
+    result = measure_seed(cfg, job.seed)
+    failed = [name for name, (low, high, _) in THRESHOLDS.items()
+              if (low is not None and result[name] < low) or (high is not None and result[name] > high)]
+    return jsonable({
+        "format": FORMAT, "kind": "validity", "job": asdict(job), "config": config_record(cfg),
+        "data": f"SynthFER presets {cfg.preset} (scale {cfg.scale:g}) and {cfg.confound_preset} "
+                f"(scale {cfg.confound_scale:g}), {cfg.size} px, seed {job.seed} (synthetic)",
+        "status": "ok", "failure": None, "result": result, "outside_thresholds": failed,
+        "fingerprint": fingerprint,
+        "provenance": {**git_commit(), "device": "cpu", "cpu": cpu_model(), "threads": torch.get_num_threads(),
+                       "versions": package_versions(), "wall_time_s": time.perf_counter() - started,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "determinism": {"deterministic": True}},
+    })
+
 
 def cpu_model() -> str:
     try:

@@ -124,10 +124,16 @@ PROVENANCE_KEYS = ("git_commit", "git_dirty", "device", "cpu", "threads", "versi
                    "determinism")
 
 
+VALIDITY_REQUIRED = {"format": int, "job": dict, "config": dict, "data": str, "status": str, "result": dict,
+                     "fingerprint": dict, "provenance": dict}
+
+
 def validate_record(record: dict) -> None:
     """Raise `FerlibError` naming the first way `record` departs from the registry's format."""
     if not isinstance(record, dict):
         raise FerlibError("a record is a JSON object")
+    if record.get("kind") == "validity":   # one seed of the SynthFER datasheet's validity numbers
+        return validate_validity(record)
     for key, kind in REQUIRED.items():
         if key not in record:
             raise FerlibError(f"missing field {key!r}")
@@ -177,6 +183,22 @@ def validate_record(record: dict) -> None:
     if "losses" not in record["fingerprint"]:
         raise FerlibError("fingerprint has no 'losses'")
     json.dumps(record, allow_nan=False)  # non-finite numbers never enter the registry
+
+
+def validate_validity(record: dict) -> None:
+    for key, kind in VALIDITY_REQUIRED.items():
+        if not isinstance(record.get(key), kind):
+            raise FerlibError(f"validity record: field {key!r} should be {kind.__name__}")
+    if record["format"] != FORMAT:
+        raise FerlibError(f"format {record['format']}, this code reads format {FORMAT}: run its job again")
+    Job(**record["job"])
+    for key in ("gap", "oracle_gain", "baseline_acc", "probe_ratio"):
+        if not isinstance(record["result"].get(key), (int, float)) or not math.isfinite(record["result"][key]):
+            raise FerlibError(f"validity record: result has no finite {key!r}")
+    for key in PROVENANCE_KEYS:
+        if key not in record["provenance"]:
+            raise FerlibError(f"provenance has no {key!r}")
+    json.dumps(record, allow_nan=False)
 
 
 def registry_size(registry: Path | str = REGISTRY) -> int:

@@ -39,7 +39,8 @@ def record_staleness(record: dict, stored: dict | None = None) -> str:
     if record["config"] != expected:
         changed = sorted(k for k in set(expected) | set(record["config"]) if expected.get(k) != record["config"].get(k))
         return f"config differs in {', '.join(changed[:4])}"
-    now = stored.get(fingerprints.key(job.paper, job.method))
+    from ferlib.study.jobs import fingerprinted_as
+    now = stored.get(fingerprints.key(*fingerprinted_as(job.paper, job.method)))
     if now is None:
         return "no stored fingerprint for its method"
     return fingerprints.compare(record["fingerprint"], now) or ""

@@ -28,16 +28,19 @@ from tqdm.auto import tqdm
 from ferlib.errors import FerlibError, UnknownName
 from ferlib.study.records import REGISTRY, Job, find_record, iter_records
 
+VALIDITY_SEEDS = (0, 1, 2)   # the datasheet's validity numbers: mean over these seeds
 TABLE_FOLDS = 3          # folds of each paper's other table datasets (its primary dataset: all)
 DEFAULT_COST_S = {       # seconds per job on one CPU thread when the registry has no record to learn from
-    "baseline": 60, "ifgan": 600, "adfl": 240, "eifn": 300,
+    "baseline": 60, "ifgan": 600, "adfl": 120, "eifn": 150, "synthfer": 90,
 }
 
 
 def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, folds: Iterable[int] | None = None,
-               preset: str = "study", seeds: Iterable[int] = (0,), methods: Iterable[str] | None = None) -> list[Job]:
+               preset: str = "study", seeds: Iterable[int] | None = None,
+               methods: Iterable[str] | None = None) -> list[Job]:
     """Every job of the grid: per paper, its primary dataset at all folds and its table datasets at
-    `TABLE_FOLDS` folds, or the `datasets` / `folds` / `methods` given (folds a dataset lacks are left out)."""
+    `TABLE_FOLDS` folds, or the `datasets` / `folds` / `methods` given (folds a dataset lacks are left out).
+    One seed (0) per job by default; the SynthFER datasheet's validity numbers take `VALIDITY_SEEDS`."""
     from ferlib.study.jobs import dataset_folds, paper_study
     jobs = []
     for paper in papers:
@@ -55,7 +58,8 @@ def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, fol
                 fold_list = [f for f in folds if f < k]
             else:
                 fold_list = list(range(k)) if dataset == study.primary() else list(range(min(TABLE_FOLDS, k)))
-            jobs += [Job(paper, m, dataset, f, preset, s) for s in seeds for m in chosen_methods for f in fold_list]
+            chosen_seeds = list(seeds) if seeds else list(VALIDITY_SEEDS if paper == "synthfer" else (0,))
+            jobs += [Job(paper, m, dataset, f, preset, s) for s in chosen_seeds for m in chosen_methods for f in fold_list]
     return jobs
 
 
@@ -71,7 +75,8 @@ class JobState:
 def current_fingerprints(jobs: Iterable[Job]) -> dict[tuple[str, str], dict]:
     """The current code's training fingerprint of every (paper, method) among `jobs` (a few steps each)."""
     from ferlib.study.fingerprints import training_fingerprint
-    return {(p, m): training_fingerprint(p, m) for p, m in sorted({(j.paper, j.method) for j in jobs})}
+    from ferlib.study.jobs import fingerprinted_as
+    return {(p, m): training_fingerprint(*fingerprinted_as(p, m)) for p, m in sorted({(j.paper, j.method) for j in jobs})}
 
 
 def job_state(job: Job, fingerprints: dict, registry: Path | str = REGISTRY, data_root: str | None = None,
