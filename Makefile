@@ -48,6 +48,7 @@ notebooks: $(STAMP)
 book: notebooks
 	rm -rf book/notebooks && mkdir -p book/notebooks
 	cp $(EXECUTED) book/notebooks/
+	$(PY) -m ferlib registry findings --out book/findings.md
 	$(VENV)/bin/jupyter-book build book --quiet
 	@echo "The report is at book/_build/html/index.html"
 

@@ -432,3 +432,24 @@ def test_the_cost_section_counts_deterministic_runs():
                {"determinism": {"deterministic": False, "nondeterministic_ops": {"scatter_add_cuda_kernel": 3}}}]
     note = determinism_note(records)
     assert note.startswith("deterministic runs: 1 of 2") and note.endswith("scatter_add_cuda_kernel")
+
+
+class PlateauTask(ScriptedTask):
+    """Validation accuracy 0.5, 0.9, 0.7, 0.7, 0.7, 0.95: best at epoch 2, then three epochs without a better one."""
+
+    script = (0.5, 0.9, 0.7, 0.7, 0.7, 0.95)
+
+
+def test_early_stopping_ends_after_patience_epochs_without_improvement_and_resumes_there(tmp_path):
+    data = TensorDataset(torch.arange(10), torch.arange(10) % 3)
+    loader = make_loader(data, batch_size=10, shuffle=False)
+    record = fit(PlateauTask(), loader, loader, loader, config(tmp_path / "a", epochs=6, patience=2), class_names=CLASSES)
+    assert [row["epoch"] for row in record["history"]] == [1, 2, 3, 4]      # epochs 3 and 4 did not improve on 2
+    assert record["stopped_early"] is True and record["best_epoch"] == 2 and record["test"]["acc"] == 0.9
+    full = fit(PlateauTask(), loader, loader, loader, config(tmp_path / "b", epochs=6), class_names=CLASSES)
+    assert len(full["history"]) == 6 and full["stopped_early"] is False and full["best_epoch"] == 6
+    # a crash after epoch 3 resumes and stops where the uninterrupted run stopped
+    fit(PlateauTask(), loader, loader, loader, config(tmp_path / "c", epochs=6, patience=2), stop_after_epoch=3)
+    task = PlateauTask()
+    resumed = fit(task, loader, loader, loader, config(tmp_path / "c", epochs=6, patience=2), class_names=CLASSES)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3, 4] and resumed["test"]["acc"] == 0.9

@@ -159,6 +159,18 @@ def run_registry_fingerprints(args) -> int:
     return 1 if bad else 0
 
 
+def run_registry_findings(args) -> int:
+    from ferlib.io import atomic_write
+    from ferlib.study.results import findings_markdown
+    text = findings_markdown(preset=args.preset, registry=args.registry)
+    if args.out is None:
+        print(text, end="")
+    else:
+        atomic_write(args.out, lambda f: f.write(text.encode()))
+        print(f"wrote the findings table to {args.out}")
+    return 0
+
+
 def add_registry(groups) -> None:
     p = groups.add_parser("registry", help="check the results registry",
                           description="Check the results registry (data_manifests/reproduced/).")
@@ -170,6 +182,11 @@ def add_registry(groups) -> None:
     prints = commands.add_parser("fingerprints", help="compare (or --update) the stored training fingerprints")
     prints.add_argument("--update", action="store_true", help="rewrite data_manifests/fingerprints.json")
     prints.set_defaults(run=run_registry_fingerprints)
+    found = commands.add_parser("findings", help="the introduction's findings table (markdown) from the registry")
+    found.add_argument("--preset", default="study")
+    found.add_argument("--out", type=Path, default=None, help="write it here (default: print it)")
+    add_registry_argument(found)
+    found.set_defaults(run=run_registry_findings)
     p.set_defaults(run=None, parser=p)
 
 

@@ -188,3 +188,38 @@ def provenance_line(frame: pd.DataFrame) -> str:
             f"made by `python -m ferlib sweep --papers {frame['paper'].iloc[0]} --preset {frame['preset'].iloc[0]}` "
             f"at commit(s) {', '.join(commits)} on {', '.join(sorted(set(frame['cpu'])))}, "
             f"{hours:.1f} core-hours of training in all.")
+
+
+# ----------------------------------------------------------------------------- the introduction's findings
+
+PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN"}
+
+
+def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
+    """Every claim of the papers present: the paper's difference, ours on SynthFER (paired over folds,
+    95% interval, n) and the verdict, and the verdict on real data ("pending real data": no licensed
+    dataset has run). Our columns come from the registry's current records only."""
+    rows = []
+    for paper in papers:
+        table = judged_claims(paper, study_frame(paper, preset, registry))
+        for _, row in table.iterrows():
+            ours_text = ("no paired folds yet" if not row["paired folds"] else
+                         f"{row['our difference (pts)']:+.1f} {row['our 95% interval']} (n={row['paired folds']})")
+            reported = row["paper's difference (pts)"]
+            rows.append({"paper": PAPER_TITLES.get(paper, paper), "claim": row["claim"],
+                         "paper's difference (pts)": "" if pd.isna(reported) else f"{reported:+.1f}",
+                         "ours on SynthFER (pts)": ours_text, "verdict on SynthFER": row["verdict"],
+                         "verdict on real data": "pending real data"})
+    return pd.DataFrame(rows)
+
+
+def findings_markdown(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Path | str = REGISTRY) -> str:
+    """`findings` as the markdown the introduction includes (book/findings.md, written by `make book`)."""
+    from ferlib.study.claims import VERDICT_RULE
+    table = findings(papers, preset, registry)
+    counts = table["verdict on SynthFER"].str.split(" ").str[0].value_counts()
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    return ("<!-- written by `python -m ferlib registry findings --out book/findings.md` from the results "
+            "registry; do not edit -->\n\n"
+            f"{len(table)} claims ({summary}), from the `{preset}` records in `data_manifests/reproduced/`. "
+            f"{VERDICT_RULE}\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n")

@@ -203,7 +203,9 @@ class RunJob:
     def __call__(self, job: Job) -> dict:
         from ferlib.study.jobs import run_job
         record = run_job(job, self.registry, self.out_dir, self.data_root, progress=False, **dict(self.overrides))
-        return {"status": record["status"], "acc": record["test"]["acc"], "wall_time_s": record["provenance"]["wall_time_s"]}
+        summary = (f"test acc {100 * record['test']['acc']:.1f}%" if "test" in record else
+                   ", ".join(f"{k} {record['result'][k]:.1f}" for k in ("gap", "oracle_gain", "baseline_acc", "probe_ratio")))
+        return {"status": record["status"], "summary": summary, "wall_time_s": record["provenance"]["wall_time_s"]}
 
 
 @dataclass
@@ -254,7 +256,7 @@ def sweep(jobs: list[Job], registry: Path | str = REGISTRY, out_dir: Path | str 
             tqdm.write(f"error: {job}: {outcome}")
         else:
             report.ran.append(job)
-            tqdm.write(f"done: {job}: {outcome['status']}, test acc {100 * outcome['acc']:.1f}%, "
+            tqdm.write(f"done: {job}: {outcome['status']}, {outcome['summary']}, "
                        f"{outcome['wall_time_s'] / 60:.1f} min")
     bar.close()
     report.seconds = time.perf_counter() - started
