@@ -22,32 +22,29 @@
 #
 # Because the factors are known, the papers' central claim (identity confounds expression;
 # removing or modelling identity helps) can be checked for real. The last section measures the
-# four numbers that make SynthFER a fair testbed. Everything here is computed by `ferlib.data.synth`
-# and `ferlib.data.validity`; nothing is typed in.
+# four numbers that make SynthFER a fair testbed; they come from training, so they are records in the
+# results registry (`python -m ferlib sweep --papers synthfer`), rendered here. Everything here is
+# computed by `ferlib.data.synth` and `ferlib.data.validity`; nothing is typed in.
 
 # %% tags=["parameters"]
 preset = "ckplus"          # the preset whose factor distributions are shown
 scale = 1.0                # its scale (1.0 = the real dataset's size)
 size = 64                  # image side in pixels for the pictures
 seed = 0
-validity_seeds = [0, 1, 2]  # the datasheet's validity measurement: mean over these seeds
-threads = 2                 # torch CPU threads: the validity numbers are exact for a given count
+registry = None             # the results registry holding the validity records (None: data_manifests/reproduced)
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from ferlib import plots
 from ferlib.data import synth, validity
 from ferlib.labels import SHORT
+from ferlib.study import records, results
+from ferlib.study.sweep import VALIDITY_SEEDS
 
-torch.set_num_threads(threads)
 pd.set_option("display.precision", 1)
-started = time.perf_counter()
 
 
 
@@ -193,21 +190,32 @@ print(f"rafdb: blur on {r['blur'].gt(0).mean():.0%}, noise on {r['noise'].gt(0).
 # Frames: the last 3 of each sequence labelled with one of the six basic classes (the baseline
 # protocol's rule).
 
+# The numbers are records of the results registry, one per seed (seeds 0, 1 and 2), each written by
+# `python -m ferlib sweep --papers synthfer --preset study` with the recipe below. A record made by
+# other code (its training fingerprint or config differs from the current code's) is marked stale.
+
 # %%
-cfg = validity.ValidityConfig(seeds=tuple(validity_seeds))
+cfg = validity.ValidityConfig(seeds=VALIDITY_SEEDS)
 pd.Series({k: str(v) for k, v in validity.config_record(cfg).items()}, name="value").to_frame()
 
 # %%
-per_seed = validity.measure_validity(cfg, progress=False)
-per_seed.drop(columns="seconds").set_index("seed").round(1)
+found = list(records.iter_records(registry or records.REGISTRY, "synthfer", "study"))
+missing = sorted(set(VALIDITY_SEEDS) - {r["job"]["seed"] for r in found})
+if missing:
+    print(f"no validity record for seed(s) {missing}: run `python -m ferlib sweep --papers synthfer --preset study`")
+per_seed = pd.DataFrame([{**r["result"], "stale": results.record_staleness(r) or "no"} for r in found])
+if len(per_seed):
+    display(per_seed.drop(columns="seconds").set_index("seed").round(1))
+    minutes = sum(r["provenance"]["wall_time_s"] for r in found) / 60
+    print(f"{len(found)} records, commit(s) {', '.join(sorted({r['provenance']['git_commit'][:8] for r in found}))}, "
+          f"{', '.join(sorted({r['provenance']['cpu'] for r in found}))}, "
+          f"{', '.join(sorted({str(r['provenance']['threads']) for r in found}))} thread(s), {minutes:.1f} min of training")
 
 # %%
-table = validity.summarize(per_seed)
-table.round(1)
-
-# %%
-for name, row in table.iterrows():
-    verdict = "PASS" if row["passed"] else "FAIL"
-    print(f"{verdict}  {row['meaning']}: mean {row['mean']:.1f} (95% CI {row['ci_low']:.1f} to {row['ci_high']:.1f}, "
-          f"{row['seeds']} seeds)")
-print(f"validity took {per_seed['seconds'].sum():.0f} s on {threads} threads; the notebook {time.perf_counter() - started:.0f} s")
+if len(per_seed):
+    table = validity.summarize(per_seed)
+    display(table.round(1))
+    for name, row in table.iterrows():
+        verdict = "PASS" if row["passed"] else "FAIL"
+        print(f"{verdict}  {row['meaning']}: mean {row['mean']:.1f} (95% CI {row['ci_low']:.1f} to "
+              f"{row['ci_high']:.1f}, {row['seeds']} seeds)")

@@ -112,9 +112,10 @@ def test_failed_folds_give_failed_to_train_and_never_a_mean():
     both = judge(claim(), method, {k: v for k, v in baseline.items() if k not in (0, 4)},
                  failed_method=[3], failed_baseline=[4, 0])
     assert "ifgan on 1 of 5 folds (3)" in both["verdict"] and "resnet on 2 of 5 folds (0, 4)" in both["verdict"]
-    table = claims_table([row])
+    table = claims_table([row, judge(claim(), *sides([1.0, 2.0, 3.0]))])     # a failed row beside one that ran
     assert math.isnan(table["our difference (pts)"].iloc[0]) and pd.isna(table["paired folds"].iloc[0])
     assert table["verdict"].iloc[0] == row["verdict"]
+    assert table["paired folds"].iloc[1] == 3 and str(table["paired folds"].dtype) == "Int64"
 
 
 def test_a_failed_value_passed_as_a_number_is_refused():

@@ -259,3 +259,93 @@ def dispeller_report(fold: MethodFold) -> dict:
 __all__ = ["ADFLConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "build_task", "run_fold", "run",
            "replace_dataset", "encode_split", "probe_table", "disentanglement_summary", "dispeller_report", "ours_for_table", "resolve_folds",
            "FoldData", "expressive_classes"]
+
+
+# ----------------------------------------------------------------------------- the chapter's views of the registry
+# Pure rendering of registry records (`ferlib.study.results.study_frame`); nothing here trains.
+
+def study_datasets(dataset: str) -> list[str]:
+    """The datasets the chapter shows from the registry: `dataset`, then the default config's Table 2 columns."""
+    defaults = ADFLConfig()
+    return list(dict.fromkeys([dataset, defaults.dataset, *defaults.table_dataset_list()]))
+
+
+def sweep_command(preset: str) -> str:
+    return f"python -m ferlib sweep --papers {PAPER} --preset {preset}"
+
+
+def judged_claims(frame: pd.DataFrame) -> pd.DataFrame:
+    """`ferlib.study.results.judged_claims(PAPER, frame)`, one claim per `claims_table` call: that table
+    cannot yet hold a failed-to-train row (n None) beside judged rows (it converts the NaN to int)."""
+    from ferlib.study import results
+    from ferlib.study.claims import claims_table, judge
+    tables = []
+    for claim in results.paper_claims(PAPER):
+        def side(method):
+            group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
+            ok = group[group["status"] == "ok"]
+            return dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"])
+        (values_m, failed_m), (values_b, failed_b) = side(claim.method), side(claim.baseline)
+        tables.append(claims_table([judge(claim, values_m, values_b, failed_method=failed_m,
+                                          failed_baseline=failed_b)]))
+    return pd.concat(tables, ignore_index=True) if tables else claims_table([])
+
+
+def averaged_probes(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
+    """`probe_table`'s rows of every current fold that trained on `dataset` (each record's
+    `extras["probes"]`; raw pixels once per fold), averaged over the folds, with their count; and a
+    line naming the records left out (failed to train, stale)."""
+    rows = frame[frame["dataset"] == dataset]
+    used = rows[(rows["status"] == "ok") & (rows["stale"] == "")]
+    left = [f"{METHOD_TITLES.get(r.method, r.method)} fold {r.fold} ({'stale' if r.stale else r.status})"
+            for r in rows.itertuples() if r.Index not in used.index]
+    found = []
+    for r in used.itertuples():
+        for p in r.record["extras"].get("probes", []):
+            found.append({**p, "fold": r.fold})
+    numbers = ["identity probe %", "identity x chance", "expression probe %", "expression x chance"]
+    if not found:
+        return pd.DataFrame(columns=["method", "feature", "folds", *numbers]), "; ".join(left)
+    table = pd.DataFrame(found).drop_duplicates(["method", "feature", "fold"])   # raw pixels: one per fold
+    order = list(dict.fromkeys(zip(table["method"], table["feature"])))
+    grouped = table.groupby(["method", "feature"], sort=False)
+    out = grouped[numbers].mean().round(2).join(grouped["fold"].nunique().rename("folds")).reset_index()
+    out = out.set_index(["method", "feature"]).loc[order].reset_index()
+    return out[["method", "feature", "folds", *numbers]], "; ".join(left)
+
+
+def embedding_subjects(record: dict, data: ProtocolData) -> np.ndarray | None:
+    """The test subject of each point of `record`'s embedding. A record's `subject` list covers every
+    test image, neutral ones included, while its points are the classified (expressive) images only;
+    the fold's test split, rebuilt from `data`, says which are neutral. None when `data` is not the
+    record's data (its test subjects differ)."""
+    embedding = record["extras"]["embedding"]
+    subjects = np.asarray(embedding["subject"])
+    if len(subjects) == len(embedding["xy"]):
+        return subjects
+    test = make_fold(data, record["job"]["fold"], transform="adfl", size=record["config"]["size"]).test
+    if [str(s) for s in test.subjects] != list(subjects):
+        return None
+    neutral = test.classes.index(NEUTRAL)
+    expressive = test.labels != neutral
+    labels = test.labels[expressive] - (test.labels[expressive] > neutral)   # index among the N-1 classes
+    if list(labels) != list(embedding["label"]):
+        return None
+    return subjects[expressive]
+
+
+def registry_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: the records' folds, epochs run, training images/s (median over epochs
+    of training images / epoch time), wall time per fold and in all, threads and CPU."""
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        speeds = [r["training"]["train_images"] / h["epoch_time_s"] for r in group["record"]
+                  for h in r["training"]["history"] if h.get("epoch_time_s")]
+        rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "records": len(group),
+                     "epochs run (median)": float(group["epochs_run"].median()),
+                     "training images/s (median)": round(float(np.median(speeds))) if speeds else np.nan,
+                     "wall time per fold (median, s)": round(float(group["wall_time_s"].median()), 1),
+                     "wall time in all (min)": round(float(group["wall_time_s"].sum()) / 60, 1),
+                     "threads": ", ".join(str(t) for t in sorted(set(group["threads"]))),
+                     "cpu": ", ".join(sorted(set(group["cpu"])))})
+    return pd.DataFrame(rows)

@@ -201,11 +201,10 @@ def claims_table(rows: list[dict]) -> pd.DataFrame:
             "our difference (pts)": _points(r["mean"]),
             "our 95% interval": f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]" if has_ci else "none",
             "paper's in our interval": "" if inside is None else ("yes" if inside else "no"),
-            "paired folds": r["n"], "unpaired folds": r["unpaired"],
             "p (paired t)": _p(r["p_value"]), "p (sign-flip, exact)": _p(r["p_signflip"]),
             "verdict": r["verdict"],
         })
     table = pd.DataFrame(out, columns=columns)
-    for c in ("paired folds", "unpaired folds"):
-        table[c] = pd.array([None if v is None else int(v) for v in table[c]], dtype="Int64")
+    for column, key in (("paired folds", "n"), ("unpaired folds", "unpaired")):   # counts; <NA> when failed
+        table[column] = pd.array([None if r[key] is None else int(r[key]) for r in rows], dtype="Int64")
     return table
