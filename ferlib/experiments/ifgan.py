@@ -329,3 +329,100 @@ def replace_dataset(cfg: IFGANConfig, dataset: str) -> IFGANConfig:
 def identity_leakage(fold: FoldResult, seed: int = 0) -> dict:
     """The identity-leakage probe (`common.identity_leakage`) on this fold's classifier features."""
     return common_identity_leakage(fold.task, fold.data, seed)
+
+
+# ----------------------------------------------------------------------------- the chapter's registry views
+# (pure rendering of `ferlib.study.results.study_frame` rows; nothing here trains or changes a record)
+
+GAN_METHODS = ("ifgan-noattention", "ifgan")   # the methods whose records keep `extras["generator"]`
+
+
+def sweep_command(preset: str) -> str:
+    """The command that makes this paper's registry records at `preset`."""
+    return f"python -m ferlib sweep --papers {PAPER} --preset {preset}"
+
+
+def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per record of a GAN method: G's mean L1 distance to the I_AE target on the test faces beside the
+    input's own (copying the input), and the share of test faces G brings closer than the input is."""
+    rows = []
+    for r in frame[frame["method"].isin(GAN_METHODS)].sort_values(["dataset", "method", "fold"]).itertuples():
+        g = r.record["extras"].get("generator")
+        if g is None:
+            continue
+        rows.append({"dataset": r.dataset, "method": METHOD_TITLES.get(r.method, r.method), "fold": r.fold,
+                     "L1 of G(input) to I_AE": round(g["l1_to_target"], 4),
+                     "L1 of the input to I_AE": round(g["copy_l1_to_target"], 4),
+                     "G closer": g["l1_to_target"] < g["copy_l1_to_target"],
+                     "faces G brings closer %": round(100 * g["share_closer"], 1),
+                     "status": r.status + (" (stale)" if r.stale else "")})
+    return pd.DataFrame(rows, columns=["dataset", "method", "fold", "L1 of G(input) to I_AE", "L1 of the input to I_AE",
+                                       "G closer", "faces G brings closer %", "status"])
+
+
+def generator_summary(table: pd.DataFrame) -> list[str]:
+    """One sentence per (dataset, method) of `generator_table`, and one in all: does G beat copying
+    its input (a lower mean L1 to I_AE) on every fold?"""
+    if table.empty:
+        return ["no record of a GAN method holds the generator check yet"]
+    lines = []
+    for (dataset, method), group in table.groupby(["dataset", "method"], sort=False):
+        behind = group.loc[~group["G closer"], "fold"].tolist()
+        lines.append(f"{dataset}, {method}: G beats copying its input on "
+                     + (f"every one of its {len(group)} fold(s)" if not behind else
+                        f"{len(group) - len(behind)} of {len(group)} folds (not on fold(s) "
+                        f"{', '.join(str(f) for f in behind)}, which count as failed to train)"))
+    every = bool(table["G closer"].all())
+    lines.append(f"in all: G beats copying its input on {'every' if every else 'not every'} fold of the "
+                 f"{len(table)} record(s) ({int(table['G closer'].sum())} of {len(table)})")
+    return lines
+
+
+def gamma_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The learned attention scales gamma of every IF-GAN record, per module (0 at the start)."""
+    rows = []
+    for r in frame[frame["method"] == "ifgan"].sort_values(["dataset", "fold"]).itertuples():
+        gamma = (r.record["extras"].get("attention") or {}).get("gamma")
+        if gamma is not None:
+            rows.append({"dataset": r.dataset, "fold": r.fold, **{f"gamma {k}": round(v, 4) for k, v in gamma.items()},
+                         "status": r.status + (" (stale)" if r.stale else "")})
+    return pd.DataFrame(rows)
+
+
+def record_faces(record: dict) -> tuple[list, list]:
+    """Fig. 5 from a record's `extras["faces"]`: rows (input, G(input), I_AE) of uint8 images, and
+    each column's class name."""
+    from ferlib.study.jobs import text_image
+    faces, names = record["extras"]["faces"], record["test"]["class_names"]
+    rows = [[text_image(t) for t in faces[k]] for k in ("input", "generated", "target")]
+    return rows, [names[i] for i in faces["label"]]
+
+
+def record_attention(record: dict) -> tuple[list, list]:
+    """Fig. 6 from a record's `extras["attention"]`: per face (input, generated, one map per query),
+    and the column names."""
+    import numpy as np
+    from ferlib.study.jobs import text_image
+    att = record["extras"]["attention"]
+    queries = list(att["queries"])
+    rows = [[text_image(att["input"][i]), text_image(att["generated"][i]),
+             *[np.asarray(att["maps"][q][i], dtype=float) for q in queries]] for i in range(len(att["input"]))]
+    return rows, ["input", "generated", *queries]
+
+
+def registry_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: the records' folds, epochs run, training images/s (median over epochs
+    of training images / epoch time), wall time per fold and in all, threads and CPU."""
+    import numpy as np
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        speeds = [r["training"]["train_images"] / h["epoch_time_s"] for r in group["record"]
+                  for h in r["training"]["history"] if h.get("epoch_time_s")]
+        rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "records": len(group),
+                     "epochs run (median)": float(group["epochs_run"].median()),
+                     "training images/s (median)": round(float(np.median(speeds))) if speeds else np.nan,
+                     "wall time per fold (median, s)": round(float(group["wall_time_s"].median()), 1),
+                     "wall time in all (min)": round(float(group["wall_time_s"].sum()) / 60, 1),
+                     "threads": ", ".join(str(t) for t in sorted(set(group["threads"]))),
+                     "cpu": ", ".join(sorted(set(group["cpu"])))})
+    return pd.DataFrame(rows)
