@@ -308,3 +308,96 @@ def probe_table(folds: list[MethodFold], seed: int = 0) -> pd.DataFrame:
 __all__ = ["EIFNConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
            "run", "replace_dataset", "branch_features", "probe_table", "ours_for_table", "FoldData",
            "subject_classes", "build_task", "pretrain_data_key", "pretrain_run_name"]
+
+
+# ----------------------------------------------------------------------------- the chapter's views of the registry
+# Pure rendering of registry records (`ferlib.study.results.study_frame`); nothing here trains.
+
+def study_datasets(dataset: str) -> list[str]:
+    """The datasets the chapter shows from the registry: `dataset`, then the default config's tables'."""
+    defaults = EIFNConfig()
+    return list(dict.fromkeys([dataset, defaults.dataset, *defaults.table_dataset_list()]))
+
+
+def sweep_command(preset: str) -> str:
+    return f"python -m ferlib sweep --papers {PAPER} --preset {preset}"
+
+
+def fold_epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: each fold's kept (best validation) epoch, epochs run and test accuracy,
+    in fold order, how many folds stopped early (the plateau) and how many kept their first epoch."""
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        group = group.sort_values("fold")
+        rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "folds": len(group),
+                     "kept epoch per fold": ", ".join(str(int(e)) for e in group["best_epoch"]),
+                     "epochs run per fold": ", ".join(str(int(e)) for e in group["epochs_run"]),
+                     "test acc. % per fold": ", ".join(f"{a:.1f}" for a in group["acc"]),
+                     "stopped early": int(group["plateau"].sum()),
+                     "kept epoch 1": int((group["best_epoch"] == 1).sum()),
+                     "chance %": round(float(group["chance"].iloc[0]), 1)})
+    return pd.DataFrame(rows, columns=["dataset", "method", "folds", "kept epoch per fold", "epochs run per fold",
+                                       "test acc. % per fold", "stopped early", "kept epoch 1", "chance %"])
+
+
+def identity_probes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: the identity-leakage probe on the fused bilinear vector (what EIFN
+    classifies from) over the folds that trained, mean ± std [95% interval] (n), and its mean ratio
+    to chance."""
+    from ferlib.study.results import ours
+    probe = ours(frame, "identity_probe").merge(ours(frame, "identity_x_chance"), on=["method", "dataset"],
+                                                suffixes=("", " ratio"))
+    return pd.DataFrame({"dataset": probe["dataset"], "method": probe["method"].map(lambda m: METHOD_TITLES.get(m, m)),
+                         "identity probe % (fused bilinear)": probe["cell"],
+                         "x chance (mean)": probe["mean ratio"].round(2), "our data": probe["data"],
+                         "preset": probe["preset"]})
+
+
+def averaged_probes(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
+    """`probe_table`'s rows (expression branch, identity branch, fused bilinear per method) of every
+    current record that trained on `dataset` (its `extras["probes"]`), averaged over the folds, with
+    their count; and a line naming the records left out (failed to train, stale)."""
+    rows = frame[frame["dataset"] == dataset]
+    used = rows[(rows["status"] == "ok") & (rows["stale"] == "")]
+    left = [f"{METHOD_TITLES.get(r.method, r.method)} fold {r.fold} ({'stale' if r.stale else r.status})"
+            for r in rows.itertuples() if r.Index not in used.index]
+    found = [{**p, "fold": r.fold} for r in used.itertuples() for p in r.record["extras"].get("probes", [])]
+    numbers = ["identity probe %", "identity x chance", "expression probe %", "expression x chance"]
+    columns = ["method", "feature", "dims", "folds", *numbers]
+    if not found:
+        return pd.DataFrame(columns=columns), "; ".join(left)
+    table = pd.DataFrame(found)
+    order = list(dict.fromkeys(zip(table["method"], table["feature"])))
+    grouped = table.groupby(["method", "feature"], sort=False)
+    out = grouped[numbers].mean().round(2).join(grouped["fold"].nunique().rename("folds"))
+    out = out.join(grouped["dims"].first()).loc[order].reset_index()
+    return out[columns], "; ".join(left)
+
+
+def registry_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method, as the records say: folds, epochs run, fine-tuning images/s (median over
+    epochs of training images / epoch time), wall time per fold (stage 1 included where that job ran
+    it) and in all, threads and CPU."""
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        speeds = [r["training"]["train_images"] / h["epoch_time_s"] for r in group["record"]
+                  for h in r["training"]["history"] if h.get("epoch_time_s")]
+        rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "records": len(group),
+                     "epochs run (median)": float(group["epochs_run"].median()),
+                     "fine-tuning images/s (median)": round(float(np.median(speeds))) if speeds else np.nan,
+                     "wall time per fold (median, s)": round(float(group["wall_time_s"].median()), 1),
+                     "wall time in all (min)": round(float(group["wall_time_s"].sum()) / 60, 1),
+                     "threads": ", ".join(str(t) for t in sorted(set(group["threads"]))),
+                     "cpu": ", ".join(sorted(set(group["cpu"])))})
+    return pd.DataFrame(rows)
+
+
+def in_method_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s rows by dataset (in order of appearance), then in the tables' method order (EFN, EIFN*,
+    EIFN), then fold."""
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    methods = list(METHODS)
+    key = pd.DataFrame({"d": frame["dataset"].map(datasets.index),
+                        "m": frame["method"].map(lambda m: methods.index(m) if m in methods else len(methods)),
+                        "f": frame["fold"]}, index=frame.index)
+    return frame.loc[key.sort_values(["d", "m", "f"], kind="stable").index]
