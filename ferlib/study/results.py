@@ -23,6 +23,8 @@ from ferlib.errors import FerlibError
 from ferlib.study.records import REGISTRY, Job, iter_records
 
 STUDY = "study"
+# a chapter's parameters that choose which registry records it shows, not how anything trains
+VIEW_PARAMETERS = ("study_preset", "registry")
 
 
 def record_staleness(record: dict, stored: dict | None = None) -> str:
