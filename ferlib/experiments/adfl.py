@@ -335,17 +335,6 @@ def embedding_subjects(record: dict, data: ProtocolData) -> np.ndarray | None:
 
 
 def registry_cost(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and method: the records' folds, epochs run, training images/s (median over epochs
-    of training images / epoch time), wall time per fold and in all, threads and CPU."""
-    rows = []
-    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
-        speeds = [r["training"]["train_images"] / h["epoch_time_s"] for r in group["record"]
-                  for h in r["training"]["history"] if h.get("epoch_time_s")]
-        rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "records": len(group),
-                     "epochs run (median)": float(group["epochs_run"].median()),
-                     "training images/s (median)": round(float(np.median(speeds))) if speeds else np.nan,
-                     "wall time per fold (median, s)": round(float(group["wall_time_s"].median()), 1),
-                     "wall time in all (min)": round(float(group["wall_time_s"].sum()) / 60, 1),
-                     "threads": ", ".join(str(t) for t in sorted(set(group["threads"]))),
-                     "cpu": ", ".join(sorted(set(group["cpu"])))})
-    return pd.DataFrame(rows)
+    """`results.registry_cost` with this paper's method titles."""
+    from ferlib.study import results
+    return results.registry_cost(frame, METHOD_TITLES, "training images/s (median)")

@@ -192,6 +192,25 @@ def provenance_line(frame: pd.DataFrame) -> str:
             f"{hours:.1f} core-hours of training in all.")
 
 
+def registry_cost(frame: pd.DataFrame, titles: dict[str, str] | None = None,
+                  speed: str = "training images/s (median)") -> pd.DataFrame:
+    """Per dataset and method, as the records say: folds, epochs run, training images/s (median over
+    epochs of training images / epoch time, under the column `speed`), wall time per fold and in all,
+    threads and CPU."""
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        speeds = [r["training"]["train_images"] / h["epoch_time_s"] for r in group["record"]
+                  for h in r["training"]["history"] if h.get("epoch_time_s")]
+        rows.append({"dataset": dataset, "method": (titles or {}).get(method, method), "records": len(group),
+                     "epochs run (median)": float(group["epochs_run"].median()),
+                     speed: round(float(np.median(speeds))) if speeds else np.nan,
+                     "wall time per fold (median, s)": round(float(group["wall_time_s"].median()), 1),
+                     "wall time in all (min)": round(float(group["wall_time_s"].sum()) / 60, 1),
+                     "threads": ", ".join(str(t) for t in sorted(set(group["threads"]))),
+                     "cpu": ", ".join(sorted(set(group["cpu"])))})
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- the introduction's findings
 
 PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN"}
