@@ -97,6 +97,8 @@ class EngineConfig:
     log_every: when > 0, also print the running losses every `log_every` steps.
     patience: when > 0, stop early once `select_metric` has not improved for `patience` epochs
         (`epochs` is then the cap); the record's `stopped_early` says whether it did. 0: train all epochs.
+    min_epochs: early stopping never ends a run before this many epochs (a warm-up for a network whose
+        validation accuracy stays at its first value for a while before it starts to learn).
     """
 
     epochs: int
@@ -110,6 +112,7 @@ class EngineConfig:
     progress: bool = True
     log_every: int = 0
     patience: int = 0
+    min_epochs: int = 0
 
 
 # ----------------------------------------------------------------------------- seeds and device
@@ -487,9 +490,10 @@ def step_schedulers(task: Task, val: dict | None) -> None:
 
 
 def plateaued(cfg: EngineConfig, epochs_done: int, best_epoch: int | None, validating: bool) -> bool:
-    """Early stopping: `patience` epochs have passed since the best validation epoch. Decided from the
-    checkpointed state alone, so a resumed run stops where an uninterrupted one would."""
-    if cfg.patience <= 0 or not validating or best_epoch is None:
+    """Early stopping: `patience` epochs have passed since the best validation epoch, and at least
+    `min_epochs` have run. Decided from the checkpointed state alone, so a resumed run stops where an
+    uninterrupted one would."""
+    if cfg.patience <= 0 or not validating or best_epoch is None or epochs_done < cfg.min_epochs:
         return False
     return epochs_done - best_epoch >= cfg.patience
 

@@ -453,3 +453,13 @@ def test_early_stopping_ends_after_patience_epochs_without_improvement_and_resum
     task = PlateauTask()
     resumed = fit(task, loader, loader, loader, config(tmp_path / "c", epochs=6, patience=2), class_names=CLASSES)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3, 4] and resumed["test"]["acc"] == 0.9
+
+
+def test_early_stopping_waits_for_min_epochs(tmp_path):
+    data = TensorDataset(torch.arange(10), torch.arange(10) % 3)
+    loader = make_loader(data, batch_size=10, shuffle=False)
+    warm = fit(PlateauTask(), loader, loader, loader, config(tmp_path, epochs=6, patience=2, min_epochs=6),
+               class_names=CLASSES)
+    # patience alone stops after epoch 4 (above); here epochs 5 and 6 run and epoch 6 is the best
+    assert len(warm["history"]) == 6 and warm["best_epoch"] == 6 and warm["stopped_early"] is False
+    assert warm["test"]["acc"] == 1.0                                       # epoch 6's weights: all 10 right

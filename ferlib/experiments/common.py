@@ -214,15 +214,15 @@ def plan_chapter(cfg, paper: str, replace_dataset=None) -> ChapterPlan:
 
 
 def train_fold(task, data: FoldData, cfg, run_name: str, config: dict, class_names=None,
-               progress: bool = True) -> tuple[dict, dict]:
+               progress: bool = True, min_epochs: int = 0) -> tuple[dict, dict]:
     """Fit `task` on a fold's train split (selecting on val), test once: (run record, test evaluation),
     both from the engine's one pass over the test split.
 
-    `cfg` supplies epochs, seed, device, out_dir and batch_size; `config` is the record's (and the
-    resume check's) experiment settings."""
+    `cfg` supplies epochs, patience, seed, device, out_dir and batch_size; `config` is the record's (and
+    the resume check's) experiment settings; `min_epochs`: see `EngineConfig`."""
     from ferlib.engine import EngineConfig, fit_and_test, make_loader
     engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=run_name, progress=progress, patience=cfg.patience)
+                          run_name=run_name, progress=progress, patience=cfg.patience, min_epochs=min_epochs)
     loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
                for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
     return fit_and_test(task, *loaders, engine, config=config,

@@ -293,7 +293,8 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
     probe = classifier_probe(job, result, extras)
     training = {
         "best_epoch": engine["best_epoch"], "epochs_run": len(engine["history"]), "epochs_cap": cfg.epochs,
-        "patience": cfg.patience, "stopped_early": bool(engine.get("stopped_early")),
+        "patience": cfg.patience, "min_epochs": getattr(cfg, "min_epochs", 0),
+        "stopped_early": bool(engine.get("stopped_early")),
         "select_metric": engine["best"]["metric"], "history": history_rows(engine["history"]),
         "train_images": len(result.data.train), "val_images": len(result.data.val),
     }
