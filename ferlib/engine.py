@@ -52,6 +52,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -458,8 +459,10 @@ def train_epoch(task: Task, loader: Iterable, cfg: EngineConfig, epoch: int, ste
     for module in task.modules.values():  # whatever mode the task arrived in (or evaluate left)
         module.train()
     # The per-step bar shows up only for epochs longer than a few seconds; `fit` keeps one bar per run.
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress, delay=5,
-               mininterval=1)
+    # Off a terminal (a notebook, a log file, the book) every refresh is a new line: there it waits 30 s.
+    delay, every = (5, 1) if sys.stderr.isatty() else (30, 30)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress, delay=delay,
+               mininterval=every)
     for batch in bar:
         losses = task.train_step(to_device(batch, device), step)
         task.amp.update()

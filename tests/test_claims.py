@@ -167,3 +167,20 @@ def test_verdict_rule_is_one_sentence_naming_every_verdict():
     for v in VERDICTS:
         assert v in VERDICT_RULE
     assert "95%" in VERDICT_RULE and "points" in VERDICT_RULE
+
+
+def test_the_findings_table_names_a_claim_whose_fold_failed_to_train(tmp_path):
+    """The introduction's findings on a registry holding ADFL's synth-mmi records, one of whose folds failed
+    to train: that claim reads "failed to train" with no difference, the others keep their numbers."""
+    import shutil
+    from ferlib.study.records import REGISTRY, read_record
+    from ferlib.study.results import findings, findings_markdown
+    source = REGISTRY / "adfl" / "study" / "synth-mmi"
+    statuses = [read_record(p)["status"] for p in sorted(source.rglob("*.json"))]
+    assert "ok" in statuses and any(s != "ok" for s in statuses)      # the committed case this test is about
+    shutil.copytree(source, tmp_path / "adfl" / "study" / "synth-mmi")
+    table = findings(("adfl",), registry=tmp_path)
+    mmi = table[table["claim"] == "ADFL beats its baseline on mmi"].iloc[0]
+    assert mmi["verdict on SynthFER"].startswith("failed to train") and mmi["ours on SynthFER (pts)"] == "not computed"
+    assert (table[table["claim"] != mmi["claim"]]["ours on SynthFER (pts)"] == "no paired folds yet").all()
+    assert "failed to train" in findings_markdown(("adfl",), registry=tmp_path)

@@ -45,6 +45,18 @@ def test_a_job_writes_a_valid_record_in_its_place(tiny_record):
     assert "embedding" not in stored["extras"]          # only the figure fold keeps its t-SNE
 
 
+def test_checkpoints_live_under_the_code_that_wrote_them(tiny_record, monkeypatch):
+    from ferlib.study import jobs
+    _, out, record = tiny_record
+    key = jobs.code_key(record["fingerprint"])
+    assert [p.name for p in out.iterdir()] == [key] and any((out / key).iterdir())   # the job's run dir is there
+    other = dict(record["fingerprint"], losses=[{k: v * 1.001 for k, v in row.items()}
+                                               for row in record["fingerprint"]["losses"]])
+    assert jobs.code_key(other) != key                        # other training code: a fresh folder, nothing resumed
+    monkeypatch.setattr("ferlib.engine.git_commit", lambda: {"git_commit": "0" * 40, "git_dirty": False})
+    assert jobs.code_key(record["fingerprint"]) != key        # another commit: the same
+
+
 def test_validate_record_names_what_is_wrong(tiny_record):
     record = json.loads(json.dumps(tiny_record[2]))
     records.validate_record(record)

@@ -17,8 +17,10 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import hashlib
 import importlib
 import io
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass, fields
@@ -190,6 +192,16 @@ def train(study: PaperStudy, cfg, job: Job, progress: bool):
     return experiment.run_fold(cfg, data, job.fold, job.method, progress=progress)
 
 
+def code_key(fingerprint: dict) -> str:
+    """The name of a job's checkpoint folder under the work dir: the training fingerprint and the git
+    commit of the code. A checkpoint is resumed only by the code that wrote it; an EIFN stage 1 trained by
+    other code (its run is keyed on its config alone) is never reused. Measured: the first EFN records
+    started from such a stage 1 and could not be reproduced from their own commit."""
+    from ferlib.engine import git_commit
+    text = json.dumps({"fingerprint": fingerprint, **git_commit()}, sort_keys=True, default=str)
+    return "code-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def run_job(job: Job, registry: Path | str = REGISTRY, out_dir: Path | str = WORK_DIR, data_root: str | None = None,
             progress: bool = True, **overrides) -> dict:
     """Train `job`, measure it, write its record to `registry` (atomically) and return the record.
@@ -199,12 +211,12 @@ def run_job(job: Job, registry: Path | str = REGISTRY, out_dir: Path | str = WOR
     from ferlib.study.fingerprints import training_fingerprint
     started = time.perf_counter()
     study = paper_study(job.paper)
-    cfg = study.config_for(job, data_root, out_dir, **overrides)
+    fingerprint = training_fingerprint(*fingerprinted_as(job.paper, job.method))
+    cfg = study.config_for(job, data_root, Path(out_dir) / code_key(fingerprint), **overrides)
     if job.paper == ValidityStudy.paper:
-        record = validity_record(job, cfg, training_fingerprint(*fingerprinted_as(job.paper, job.method)), started)
+        record = validity_record(job, cfg, fingerprint, started)
         write_record(record, registry)
         return record
-    fingerprint = training_fingerprint(job.paper, job.method)
     result = train(study, cfg, job, progress)
     record = study_record(job, cfg, result, fingerprint, time.perf_counter() - started)
     write_record(record, registry)

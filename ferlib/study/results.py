@@ -224,8 +224,13 @@ def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Pa
     for paper in papers:
         table = judged_claims(paper, study_frame(paper, preset, registry))
         for _, row in table.iterrows():
-            ours_text = ("no paired folds yet" if not row["paired folds"] else
-                         f"{row['our difference (pts)']:+.1f} {row['our 95% interval']} (n={row['paired folds']})")
+            if pd.isna(row["paired folds"]):       # a fold failed to train: never a difference (the verdict says so)
+                ours_text = "not computed"
+            elif not row["paired folds"]:
+                ours_text = "no paired folds yet"
+            else:
+                ours_text = (f"{row['our difference (pts)']:+.1f} {row['our 95% interval']} "
+                             f"(n={row['paired folds']})")
             reported = row["paper's difference (pts)"]
             rows.append({"paper": PAPER_TITLES.get(paper, paper), "claim": row["claim"],
                          "paper's difference (pts)": "" if pd.isna(reported) else f"{reported:+.1f}",
