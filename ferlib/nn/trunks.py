@@ -115,7 +115,7 @@ class ResNetTrunk(nn.Module):
 
     depth: one of RESNET_DEPTHS; IF-GAN uses 101.
     width: channels of conv1 and layer1 (torchvision's, 64); a smaller width scales every stage alike
-        (`WidthResNet`: the CPU study's narrow trunk). Pretrained weights need width 64.
+        (`WidthResNet`, a CPU-sized trunk of the same layout). Pretrained weights need width 64.
     in_channels: input channels; != 3 replaces conv1 (see the module docstring).
     pretrained: None to train from scratch, or a local file holding a torchvision ResNet
         state_dict (its fc.* keys are ignored; every other key must match). Nothing is ever
