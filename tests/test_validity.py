@@ -110,6 +110,17 @@ def test_identity_effects_exist_on_a_small_run():
     """The weak, stable version of the datasheet's four numbers (about 25 s on 2 cores)."""
     row = validity.measure_validity(SMALL, progress=False).iloc[0]
     assert row["gap"] > 0  # seen subjects' held-out sequences beat unseen subjects
-    assert row["oracle_acc"] >= row["baseline_acc"]  # a neutral reference of the same person helps
+    # The oracle gain (a neutral reference of the same person helps) is not asserted here: on seed 0 it is
+    # within noise (-0.4 points in its study record; 79.5 vs 80.1 on an AMD EPYC, positive on an Intel Xeon).
+    # test_the_oracle_gain_holds_over_the_registrys_seeds checks it over the datasheet's three seeds.
     assert row["probe_ratio"] > 2
     assert row["train_acc"] > 95 and row["confound_train_acc"] > 95
+
+
+def test_the_oracle_gain_holds_over_the_registrys_seeds():
+    """The datasheet's validity records (seeds 0-2, made by the sweep): a neutral reference of the same
+    person helps on average and on most seeds."""
+    from ferlib.study.records import REGISTRY, read_record
+    gains = [read_record(p)["result"]["oracle_gain"] for p in sorted((REGISTRY / "synthfer").rglob("*.json"))]
+    assert len(gains) >= 3
+    assert sum(gains) / len(gains) > 2 and sum(g > 0 for g in gains) > len(gains) / 2

@@ -211,6 +211,7 @@ def run_job(job: Job, registry: Path | str = REGISTRY, out_dir: Path | str = WOR
     from ferlib.study.fingerprints import training_fingerprint
     started = time.perf_counter()
     study = paper_study(job.paper)
+    check_job(job)                            # an unknown name fails here, before any fingerprint is trained
     fingerprint = training_fingerprint(*fingerprinted_as(job.paper, job.method))
     cfg = study.config_for(job, data_root, Path(out_dir) / code_key(fingerprint), **overrides)
     if job.paper == ValidityStudy.paper:
