@@ -192,36 +192,6 @@ def test_centre_losses_reject_bad_inputs():
 
 # ----------------------------------------------------------------------------- ResNet trunks
 
-@pytest.mark.parametrize("depth", [18, 50])
-def test_width_resnet_at_64_is_torchvisions_network_and_narrower_widths_scale_every_stage(depth):
-    from ferlib.nn.trunks import WidthResNet
-    reference = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-    same = WidthResNet(depth, 64)
-    assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
-    narrow = WidthResNet(depth, 32).state_dict()
-    assert set(narrow) == set(reference.state_dict())
-    for key, value in reference.state_dict().items():
-        if key.startswith(("conv1", "bn1", "layer")) and value.dim() >= 1 and "num_batches" not in key:
-            expected = list(value.shape)
-            expected[0] //= 2                          # every stage's output channels halve ...
-            if value.dim() == 4 and not key.startswith("conv1"):
-                expected[1] //= 2                      # ... and so do their inputs (conv1 still reads RGB)
-            assert list(narrow[key].shape) == expected, key
-
-
-def test_a_narrow_trunk_keeps_its_interface_and_refuses_pretrained_weights(tmp_path):
-    torch.manual_seed(9)
-    trunk = ResNetTrunk(18, width=32).eval()
-    assert trunk.feature_dim == 256 and trunk.width == 32
-    assert sum(p.numel() for p in trunk.parameters()) == 2_798_880        # about a quarter of ResNet-18's 11,176,512
-    with torch.no_grad():
-        assert trunk(torch.randn(2, 3, 48, 48)).shape == (2, 256)
-    path = tmp_path / "r18.pt"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(FerlibError, match="use width 64 with pretrained weights"):
-        ResNetTrunk(18, pretrained=path, width=32)
-
-
 @pytest.fixture(scope="module")
 def resnet101_trunk():
     torch.manual_seed(5)

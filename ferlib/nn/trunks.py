@@ -36,15 +36,11 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ferlib.errors import FerlibError
 from ferlib.nn.imagenet import ImageNetInput
 
 RESNET_DEPTHS = (18, 34, 50, 101)
-RESNET_LAYOUTS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
-                  101: (Bottleneck, (3, 4, 23, 3))}
-TORCHVISION_WIDTH = 64
 TRUNK_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
 FROM_SCRATCH = "trained from scratch (no pretrained weights given)"
 
@@ -82,40 +78,10 @@ def list_first(keys, n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
 
 
-class WidthResNet(ResNet):
-    """torchvision's ResNet with every stage's channels scaled by `width` / 64 (conv1 and layer1 `width`,
-    layer2..4 twice, four and eight times that); the same layout, blocks and initialisation. At
-    width 64 it is torchvision's network, key for key and shape for shape."""
-
-    def __init__(self, depth: int, width: int = TORCHVISION_WIDTH):
-        nn.Module.__init__(self)
-        block, layers = RESNET_LAYOUTS[depth]
-        self._norm_layer = nn.BatchNorm2d
-        self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64   # base_width: per group
-        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, width, layers[0])
-        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(8 * width * block.expansion, 1000)
-        for m in self.modules():                     # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-
 class ResNetTrunk(nn.Module):
     """torchvision's ResNet without its fc: image -> (B, feature_dim) pooled features.
 
     depth: one of RESNET_DEPTHS; IF-GAN uses 101.
-    width: channels of conv1 and layer1 (torchvision's, 64); a smaller width scales every stage alike
-        (`WidthResNet`, a CPU-sized trunk of the same layout). Pretrained weights need width 64.
     in_channels: input channels; != 3 replaces conv1 (see the module docstring).
     pretrained: None to train from scratch, or a local file holding a torchvision ResNet
         state_dict (its fc.* keys are ignored; every other key must match). Nothing is ever
@@ -126,22 +92,15 @@ class ResNetTrunk(nn.Module):
     conv1_adaptation: None, or how conv1 was changed for in_channels != 3.
     """
 
-    def __init__(self, depth: int = 101, in_channels: int = 3, pretrained: str | os.PathLike | None = None,
-                 width: int = TORCHVISION_WIDTH):
+    def __init__(self, depth: int = 101, in_channels: int = 3, pretrained: str | os.PathLike | None = None):
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise FerlibError(f"ResNet depth {depth!r} is not available; valid depths are "
                               f"{', '.join(map(str, RESNET_DEPTHS))}")
         if in_channels < 1:
             raise FerlibError(f"ResNetTrunk needs in_channels >= 1, got {in_channels}")
-        if width < 1:
-            raise FerlibError(f"ResNetTrunk needs width >= 1, got {width}")
-        if pretrained is not None and width != TORCHVISION_WIDTH:
-            raise FerlibError(f"pretrained weights {pretrained} are a torchvision ResNet-{depth} (width 64); "
-                              f"this trunk is {width} wide: use width 64 with pretrained weights")
-        net = (getattr(torchvision.models, f"resnet{depth}")(weights=None) if width == TORCHVISION_WIDTH
-               else WidthResNet(depth, width))
-        self.depth, self.width = depth, width
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        self.depth = depth
         self.in_channels = in_channels
         self.feature_dim: int = net.fc.in_features
         for name in TRUNK_PARTS:
