@@ -1,7 +1,7 @@
 """Throughput and memory of the study's moving parts, on the CPU or on a GPU when present.
 
     python benchmarks/run.py            # the table for this machine
-    python benchmarks/run.py --quick    # fewer steps (used by the tests)
+    python benchmarks/run.py --quick    # one step per row, paper presets on a batch of 2 (the tests)
 
 Rows: SynthFER rendering (images/s on one core), the cached loader (images/s through
 FERDataset + DataLoader with the baseline transform), and one row per method: training images/s
@@ -71,8 +71,9 @@ def bench_loader(quick: bool) -> Row:
     return Row("cached loader", "64 px, baseline train transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
 
 
-def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int) -> Row:
-    """Train `steps` steps on random data shaped like the paper preset's input."""
+def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int,
+                   warm_up: bool = True) -> Row:
+    """Train `steps` steps on random data shaped like the paper preset's input (after one warm-up step)."""
     task = make_task()
     task.device, task.amp = device, Precision(device, enabled=True)  # what `fit` would set
     for m in task.modules.values():
@@ -86,7 +87,8 @@ def bench_training(name: str, make_task, input_shape, batch_size: int, device: t
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    task.train_step(batch, 0)  # warm-up
+    if warm_up:
+        task.train_step(batch, 0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -99,42 +101,44 @@ def bench_training(name: str, make_task, input_shape, batch_size: int, device: t
 
 
 def method_rows(device: torch.device, quick: bool) -> list[Row]:
-    steps = (2 if quick else 5) if device.type == "cpu" else 50
+    """One row per method and preset. `quick` on the CPU (the tests) checks that every row runs, not its
+    speed: one step without warm-up, and the paper presets (a 224 px ResNet-101 + U-Net, two VGG-16s)
+    on a batch of 2; `make benchmark` uses each preset's batch."""
+    tiny = quick and device.type == "cpu"
+    steps = (1 if quick else 5) if device.type == "cpu" else 50
+
+    def batch_of(cfg, preset):
+        return min(cfg.batch_size, 2) if tiny and preset == "paper" else cfg.batch_size
+
+    def row(name, make_task, shape, cfg, preset):
+        return bench_training(name, make_task, shape, batch_of(cfg, preset), device, steps, warm_up=not tiny)
+
     rows = []
     for preset in ("paper", "smoke"):
         cfg = baseline.BaselineConfig.from_preset(preset)
-        rows.append(bench_training(
-            f"baseline (PlainCNN), {preset} preset", lambda: baseline.make_task(cfg, num_classes=7, in_channels=3),
-            (3, cfg.size, cfg.size), cfg.batch_size, device, steps))
+        rows.append(row(f"baseline (PlainCNN), {preset} preset",
+                        lambda: baseline.make_task(cfg, num_classes=7, in_channels=3), (3, cfg.size, cfg.size), cfg, preset))
     for preset in ("paper", "smoke"):
         cfg = ifgan.IFGANConfig.from_preset(preset)
-        # on the CPU the quick (test) run takes one step of a small batch: a 224 px ResNet-101 + U-Net
-        # step of 50 images takes minutes there; `make benchmark` uses the preset's batch
-        batch = min(cfg.batch_size, 4) if quick and device.type == "cpu" and preset == "paper" else cfg.batch_size
-        rows.append(bench_training(
-            f"IF-GAN (G + D + E), {preset} preset", lambda: ifgan.build_task(cfg, "ifgan", num_classes=7),
-            (3, cfg.size, cfg.size), batch, device, 1 if quick and preset == "paper" else steps))
+        rows.append(row(f"IF-GAN (G + D + E), {preset} preset", lambda: ifgan.build_task(cfg, "ifgan", num_classes=7),
+                        (3, cfg.size, cfg.size), cfg, preset))
     for preset in ("paper", "smoke"):
         cfg = adfl.ADFLConfig.from_preset(preset)
         classes = ("neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise")
         for method, parts in (("baseline", "baseline (S + B_e, AM-Softmax)"), ("adfl", "(S + B_e + B_n + B_r)")):
-            rows.append(bench_training(
-                f"ADFL {parts}, {preset} preset",
-                lambda: adfl.build_task(cfg, method, classes), (3, *cfg.crop_size), cfg.batch_size, device, steps))
+            rows.append(row(f"ADFL {parts}, {preset} preset", lambda: adfl.build_task(cfg, method, classes),
+                            (3, *cfg.crop_size), cfg, preset))
     for preset in ("paper", "smoke"):
         cfg = eifn.EIFNConfig.from_preset(preset)
-        # two full VGG-16s on 100 faces take minutes per step on a CPU: the quick run takes one step of 8
-        batch = min(cfg.batch_size, 8) if quick and device.type == "cpu" and preset == "paper" else cfg.batch_size
-        rows.append(bench_training(
-            f"EIFN (I + E + bilinear + identity head), {preset} preset",
-            lambda: eifn.build_task(cfg, "eifn", 7, torch.arange(10), 3, "ckplus", lr_step=cfg.lr_step),
-            (3, cfg.size, cfg.size), batch, device, 1 if quick and preset == "paper" else steps))
+        rows.append(row(f"EIFN (I + E + bilinear + identity head), {preset} preset",
+                        lambda: eifn.build_task(cfg, "eifn", 7, torch.arange(10), 3, "ckplus", lr_step=cfg.lr_step),
+                        (3, cfg.size, cfg.size), cfg, preset))
     return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--quick", action="store_true", help="one step per row, paper presets on a batch of 2 (the tests)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu or cuda")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)

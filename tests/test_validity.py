@@ -13,7 +13,9 @@ from ferlib.data import synth, validity
 from ferlib.errors import FerlibError
 from ferlib.labels import BASIC6
 
-SMALL = validity.ValidityConfig(seeds=(0,), frames=2, epochs=30, confound_scale=0.25)
+# About 40 s on one AMD EPYC core. Measured on seeds 0-2 here: gap 15.6, 12.2, 14.4; probe ratio 9.7, 10.0, 11.3;
+# training accuracies 100 (the datasheet's scale gives gaps of 10-35 and probe ratios near 20).
+SMALL = validity.ValidityConfig(seeds=(0,), frames=2, epochs=20, size=16, scale=0.5, confound_scale=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_empty_seeds_is_a_user_error():
 
 
 def test_identity_effects_exist_on_a_small_run():
-    """The weak, stable version of the datasheet's four numbers (about 25 s on 2 cores)."""
+    """The weak, stable version of the datasheet's four numbers, far above their thresholds here (see SMALL)."""
     row = validity.measure_validity(SMALL, progress=False).iloc[0]
     assert row["gap"] > 0  # seen subjects' held-out sequences beat unseen subjects
     # The oracle gain (a neutral reference of the same person helps) is not asserted here: on seed 0 it is
