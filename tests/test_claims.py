@@ -184,3 +184,20 @@ def test_the_findings_table_names_a_claim_whose_fold_failed_to_train(tmp_path):
     assert mmi["verdict on SynthFER"].startswith("failed to train") and mmi["ours on SynthFER (pts)"] == "not computed"
     assert (table[table["claim"] != mmi["claim"]]["ours on SynthFER (pts)"] == "no paired folds yet").all()
     assert "failed to train" in findings_markdown(("adfl",), registry=tmp_path)
+
+
+def test_the_findings_table_says_one_paired_fold_has_no_interval(tmp_path):
+    """IF-GAN's committed fold-1 records alone: one paired fold, a difference and no interval."""
+    import shutil
+    from ferlib.study.records import REGISTRY, read_record
+    from ferlib.study.results import findings
+    for method in ("ifgan", "resnet"):
+        source = REGISTRY / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json"
+        (tmp_path / "ifgan" / "study" / "synth-ckplus" / method).mkdir(parents=True)
+        shutil.copy(source, tmp_path / "ifgan" / "study" / "synth-ckplus" / method / source.name)
+    accuracy = {m: 100 * read_record(tmp_path / "ifgan" / "study" / "synth-ckplus" / m / "fold1-seed0.json")
+                ["test"]["acc"] for m in ("ifgan", "resnet")}
+    table = findings(("ifgan",), registry=tmp_path)
+    row = table[table["claim"] == "IF-GAN beats its ResNet baseline on ckplus"].iloc[0]
+    assert row["ours on SynthFER (pts)"] == f"{accuracy['ifgan'] - accuracy['resnet']:+.1f}, no interval (n=1)"
+    assert row["verdict on SynthFER"].startswith("inconclusive")

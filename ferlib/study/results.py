@@ -228,6 +228,8 @@ def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Pa
                 ours_text = "not computed"
             elif not row["paired folds"]:
                 ours_text = "no paired folds yet"
+            elif row["our 95% interval"] == "none":  # one paired fold: a difference, no interval
+                ours_text = f"{row['our difference (pts)']:+.1f}, no interval (n={row['paired folds']})"
             else:
                 ours_text = (f"{row['our difference (pts)']:+.1f} {row['our 95% interval']} "
                              f"(n={row['paired folds']})")
