@@ -73,7 +73,8 @@ def bench_loader(quick: bool) -> Row:
 
 def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int,
                    warm_up: bool = True) -> Row:
-    """Train `steps` steps on random data shaped like the paper preset's input (after one warm-up step)."""
+    """Train `steps` steps on random data shaped like the paper preset's input, after one untimed warm-up
+    step unless `warm_up` is False."""
     task = make_task()
     task.device, task.amp = device, Precision(device, enabled=True)  # what `fit` would set
     for m in task.modules.values():

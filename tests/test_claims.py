@@ -191,14 +191,13 @@ def test_the_findings_table_says_one_paired_fold_has_no_interval(tmp_path):
     stale whatever the preset has become since): one paired fold, a difference and no interval."""
     import json
     from ferlib.study.jobs import job_config
-    from ferlib.study.records import REGISTRY, Job
+    from ferlib.study.records import REGISTRY, Job, read_record
+    from ferlib.study.results import findings
     for method in ("ifgan", "resnet"):
         record = json.loads((REGISTRY / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").read_text())
         record["config"] = job_config(Job(**record["job"]), None)
         (tmp_path / "ifgan" / "study" / "synth-ckplus" / method).mkdir(parents=True)
         (tmp_path / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").write_text(json.dumps(record))
-    from ferlib.study.records import read_record
-    from ferlib.study.results import findings
     accuracy = {m: 100 * read_record(tmp_path / "ifgan" / "study" / "synth-ckplus" / m / "fold1-seed0.json")
                 ["test"]["acc"] for m in ("ifgan", "resnet")}
     table = findings(("ifgan",), registry=tmp_path)
