@@ -22,17 +22,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 # nbval replays the notebooks from scratch: a run left in notebooks/results would be resumed
 # (finished runs are not retrained), which prints differently from the committed outputs.
+# Tests run in parallel, one pytest worker per core (at most 4), each with one torch thread, so the
+# threads never outnumber the cores (OpenMP spin-waiting makes oversubscription very slow).
+# --dist loadscope keeps each notebook's cells in order on one worker (nbval's advice).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+PARALLEL = -n $(WORKERS) --dist loadscope
+
 test: $(STAMP)
 	rm -rf notebooks/results
-	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 1800 -p no:cacheprovider
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests -p no:cacheprovider
 
 nbval: $(STAMP)
 	rm -rf notebooks/results
-	$(PY) -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 1800 -p no:cacheprovider
 
 # Execute each notebook in place with its default (smoke) parameters: the .py is the source,
