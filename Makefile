@@ -20,14 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
-# nbval replays the notebooks from scratch: a run left in notebooks/results would be resumed
-# (finished runs are not retrained), which prints differently from the committed outputs.
 # Tests run in parallel, one pytest worker per core (at most 4), each with one torch thread, so the
 # threads never outnumber the cores (OpenMP spin-waiting makes oversubscription very slow).
 # --dist loadscope keeps each notebook's cells in order on one worker (nbval's advice).
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 PARALLEL = -n $(WORKERS) --dist loadscope
 
+# nbval replays the notebooks from scratch: a run left in notebooks/results would be resumed
+# (finished runs are not retrained), which prints differently from the committed outputs.
 test: $(STAMP)
 	rm -rf notebooks/results
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PARALLEL) tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
