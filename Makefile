@@ -43,13 +43,14 @@ nbval: $(STAMP)
 
 # Execute each notebook in place with its default (smoke) parameters: the .py is the source,
 # jupytext refreshes the .ipynb's inputs, papermill runs it in notebooks/ (as nbval does).
+# One notebook per worker at a time, one torch thread each, like the tests; any failure fails the target.
 notebooks: $(STAMP)
 	rm -rf notebooks/results
-	@for src in $(NOTEBOOKS); do \
-		nb=$${src%.py}.ipynb; echo "== executing $$nb"; \
-		$(VENV)/bin/jupytext --quiet --to ipynb --update $$src || exit 1; \
-		$(VENV)/bin/papermill $$nb $$nb -k python3 --cwd notebooks --log-level WARNING || exit 1; \
-	done
+	@printf '%s\n' $(NOTEBOOKS) | OMP_NUM_THREADS=1 xargs -P $(WORKERS) -I{} sh -c '\
+		src={}; nb=$${src%.py}.ipynb; echo "== executing $$nb"; \
+		$(VENV)/bin/jupytext --quiet --to ipynb --update $$src && \
+		$(VENV)/bin/papermill $$nb $$nb -k python3 --cwd notebooks --log-level WARNING --no-progress-bar && \
+		echo "== done $$nb" || { echo "== FAILED $$nb" >&2; exit 255; }'
 
 book: notebooks
 	rm -rf book/notebooks && mkdir -p book/notebooks

@@ -204,3 +204,40 @@ def test_the_findings_table_says_one_paired_fold_has_no_interval(tmp_path):
     row = table[table["claim"] == "IF-GAN beats its ResNet baseline on ckplus"].iloc[0]
     assert row["ours on SynthFER (pts)"] == f"{accuracy['ifgan'] - accuracy['resnet']:+.1f}, no interval (n=1)"
     assert row["verdict on SynthFER"].startswith("inconclusive")
+
+
+def test_plateau_cell_counts_folds_that_stopped_early_and_names_the_cap_of_the_others():
+    from ferlib.study.results import plateau_cell
+    group = pd.DataFrame({"plateau": [True, False, True, False], "epochs_cap": [40, 40, 40, 40]})
+    assert plateau_cell(group) == "2 of 4; 2 at the 40-epoch cap (plateau not shown)"
+    assert plateau_cell(group.assign(plateau=True)) == "4 of 4"
+    assert plateau_cell(group.assign(plateau=[True, True, True, False])) == \
+        "3 of 4; 1 at the 40-epoch cap (plateau not shown)"
+    assert plateau_cell(group.assign(plateau=False, epochs_cap=[40, 60, 40, 60])) == \
+        "0 of 4; 4 at the 40/60-epoch cap (plateau not shown)"
+
+
+def test_the_claims_table_says_which_side_reached_its_plateau(tmp_path):
+    """The fold-1 records of IF-GAN and ResNet: the claims table and the findings carry, before the
+    verdict, each side's count of folds that stopped early, read from the records' `stopped_early`."""
+    import json
+    from ferlib.study.jobs import job_config
+    from ferlib.study.records import REGISTRY, Job
+    from ferlib.study.results import findings, judged_claims, study_frame
+    stopped = {}
+    for method in ("ifgan", "resnet"):
+        record = json.loads((REGISTRY / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").read_text())
+        record["config"] = job_config(Job(**record["job"]), None)
+        stopped[method] = record["training"]["stopped_early"]
+        (tmp_path / "ifgan" / "study" / "synth-ckplus" / method).mkdir(parents=True)
+        (tmp_path / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").write_text(json.dumps(record))
+    cap = record["training"]["epochs_cap"]
+    expected = "; ".join(f"{m} 1 of 1" if stopped[m] else f"{m} 0 of 1; 1 at the {cap}-epoch cap (plateau not shown)"
+                         for m in ("ifgan", "resnet"))
+    table = judged_claims("ifgan", study_frame("ifgan", registry=tmp_path))
+    assert list(table.columns)[-2:] == ["trained to plateau", "verdict"]
+    row = table[table["claim"] == "IF-GAN beats its ResNet baseline on ckplus"].iloc[0]
+    assert row["trained to plateau"] == expected
+    assert "ifgan-noattention no record" in table["trained to plateau"].str.cat()
+    found = findings(("ifgan",), registry=tmp_path)
+    assert found.loc[found["claim"] == row["claim"], "trained to plateau"].iloc[0] == expected

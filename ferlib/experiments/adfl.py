@@ -274,23 +274,6 @@ def sweep_command(preset: str) -> str:
     return f"python -m ferlib sweep --papers {PAPER} --preset {preset}"
 
 
-def judged_claims(frame: pd.DataFrame) -> pd.DataFrame:
-    """`ferlib.study.results.judged_claims(PAPER, frame)`, one claim per `claims_table` call: that table
-    cannot yet hold a failed-to-train row (n None) beside judged rows (it converts the NaN to int)."""
-    from ferlib.study import results
-    from ferlib.study.claims import claims_table, judge
-    tables = []
-    for claim in results.paper_claims(PAPER):
-        def side(method):
-            group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
-            ok = group[group["status"] == "ok"]
-            return dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"])
-        (values_m, failed_m), (values_b, failed_b) = side(claim.method), side(claim.baseline)
-        tables.append(claims_table([judge(claim, values_m, values_b, failed_method=failed_m,
-                                          failed_baseline=failed_b)]))
-    return pd.concat(tables, ignore_index=True) if tables else claims_table([])
-
-
 def averaged_probes(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
     """`probe_table`'s rows of every current fold that trained on `dataset` (each record's
     `extras["probes"]`; raw pixels once per fold), averaged over the folds, with their count; and a

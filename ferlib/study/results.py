@@ -86,6 +86,17 @@ def summary_cell(values: list[float], failed: int, stale: int) -> str:
     return text
 
 
+def plateau_cell(group: pd.DataFrame) -> str:
+    """How many of `group`'s folds showed their plateau (stopped early on the validation patience), and
+    how many ran to the epoch cap instead, whose plateau is not shown: "6 of 10; 4 at the 40-epoch cap
+    (plateau not shown)"."""
+    shown, n = int(group["plateau"].sum()), len(group)
+    if shown == n:
+        return f"{shown} of {n}"
+    caps = "/".join(str(int(c)) for c in sorted(set(group.loc[~group["plateau"].astype(bool), "epochs_cap"])))
+    return f"{shown} of {n}; {n - shown} at the {caps}-epoch cap (plateau not shown)"
+
+
 def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """Per (method, dataset): the folds that trained, their mean / std / 95% interval of `metric` (%),
     how many failed to train and how many records are stale, and the data and preset."""
@@ -98,7 +109,7 @@ def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
         failed, stale = int((group["status"] != "ok").sum()), int((group["stale"] != "").sum())
         rows.append({"method": method, "dataset": base, "mean": a["mean"], "std": a["std"], "ci95_low": a["ci95_low"],
                      "ci95_high": a["ci95_high"], "folds": a["n"], "failed": failed, "stale": stale,
-                     "plateau": f"{int(group['plateau'].sum())} of {len(group)}",
+                     "plateau": plateau_cell(group),
                      "cell": summary_cell(list(ok[metric]), failed, stale), "data": group["data"].iloc[0],
                      "preset": group["preset"].iloc[0]})
     return pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "ci95_low", "ci95_high", "folds", "failed",
@@ -148,17 +159,22 @@ def paper_claims(paper: str):
 
 
 def judged_claims(paper: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Each claim of `paper` judged on the registry's folds (`claims.judge`), as the chapter's table."""
+    """Each claim of `paper` judged on the registry's current folds (`claims.judge`), as the chapter's
+    table, with how many of each side's folds showed their plateau (`plateau_cell`) before the verdict."""
     from ferlib.study.claims import claims_table, judge
-    rows = []
+    rows, plateaus = [], []
     for claim in paper_claims(paper):
         def side(method):
             group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
             ok = group[group["status"] == "ok"]
-            return (dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"]))
-        (values_m, failed_m), (values_b, failed_b) = side(claim.method), side(claim.baseline)
+            return (dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"]),
+                    f"{method} {plateau_cell(group)}" if len(group) else f"{method} no record")
+        (values_m, failed_m, plateau_m), (values_b, failed_b, plateau_b) = side(claim.method), side(claim.baseline)
         rows.append(judge(claim, values_m, values_b, failed_method=failed_m, failed_baseline=failed_b))
-    return claims_table(rows)
+        plateaus.append(f"{plateau_m}; {plateau_b}")
+    table = claims_table(rows)
+    table.insert(len(table.columns) - 1, "trained to plateau", plateaus)
+    return table
 
 
 # ----------------------------------------------------------------------------- figures' data
@@ -236,7 +252,8 @@ def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Pa
             reported = row["paper's difference (pts)"]
             rows.append({"paper": PAPER_TITLES.get(paper, paper), "claim": row["claim"],
                          "paper's difference (pts)": "" if pd.isna(reported) else f"{reported:+.1f}",
-                         "ours on SynthFER (pts)": ours_text, "verdict on SynthFER": row["verdict"],
+                         "ours on SynthFER (pts)": ours_text, "trained to plateau": row["trained to plateau"],
+                         "verdict on SynthFER": row["verdict"],
                          "verdict on real data": "pending real data"})
     return pd.DataFrame(rows)
 
