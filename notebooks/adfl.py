@@ -195,7 +195,8 @@ if "adfl" in cfg.method_list():
 # ## Reported vs reproduced
 #
 # Our numbers come from the results registry: one record per (method, dataset, fold) at the `study`
-# preset (`study_preset`), each a fold trained to its plateau by `python -m ferlib sweep --papers adfl
+# preset (`study_preset`), each fold trained with early stopping up to an epoch cap (the line above the
+# table names any fold that ran to the cap: under-trained) by `python -m ferlib sweep --papers adfl
 # --preset study` (all ten folds of the primary dataset, three of each other Table 2 column). The data are
 # SynthFER's ckplus-, mmi- and oulu-like synthetic datasets, not the paper's CK+, MMI and Oulu-CASIA: the
 # numbers measure the mechanism on synthetic faces and are not comparable with the paper's. Table 2 of the
@@ -205,6 +206,7 @@ if "adfl" in cfg.method_list():
 # %%
 frame = results.study_frame(adfl.PAPER, study_preset, registry_path)
 print(results.provenance_line(frame))
+print(results.undertrained_line(frame, titles=adfl.METHOD_TITLES))
 results.reported_beside_ours(adfl.PAPER, frame, titles=adfl.METHOD_TITLES)
 
 # %% [markdown]

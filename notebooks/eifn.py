@@ -155,7 +155,8 @@ print(live_check(live_records, chance=max(1 / len(f.data.classes) for r in [resu
 # ## Reported vs reproduced
 #
 # Our numbers come from the results registry: one record per (method, dataset, fold) at the `study`
-# preset (`study_preset`), each fold fine-tuned to its plateau after its method's stage 1, made by
+# preset (`study_preset`), each fold fine-tuned with early stopping up to an epoch cap after its method's
+# stage 1 (the line above the table names any fold that ran to the cap: under-trained), made by
 # `python -m ferlib sweep --papers eifn --preset study` (all ten folds of the primary dataset, three of the
 # other table's). The data are SynthFER's ckplus- and oulu-like synthetic datasets, not the paper's CK+
 # and Oulu-CASIA: the numbers measure the mechanism on synthetic faces and are not comparable with the
@@ -165,6 +166,7 @@ print(live_check(live_records, chance=max(1 / len(f.data.classes) for r in [resu
 # %%
 frame = eifn.in_method_order(results.study_frame(eifn.PAPER, study_preset, registry_path))
 print(results.provenance_line(frame))
+print(results.undertrained_line(frame, titles=eifn.METHOD_TITLES))
 results.reported_beside_ours(eifn.PAPER, frame, titles=eifn.METHOD_TITLES)
 
 # %% [markdown]

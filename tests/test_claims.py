@@ -241,3 +241,21 @@ def test_the_claims_table_says_which_side_reached_its_plateau(tmp_path):
     assert "ifgan-noattention no record" in table["trained to plateau"].str.cat()
     found = findings(("ifgan",), registry=tmp_path)
     assert found.loc[found["claim"] == row["claim"], "trained to plateau"].iloc[0] == expected
+
+
+def test_the_undertrained_line_names_folds_at_the_cap_with_their_late_gain():
+    from ferlib.study.results import late_gain, undertrained_line
+
+    def record(curve):
+        return {"training": {"history": [{"val_acc": v} for v in curve]}}
+    rising = [0.1 + 0.01 * e for e in range(40)]                        # +10 points in the last 10 epochs
+    flat = [min(0.5, 0.1 + 0.05 * e) for e in range(40)]                # at 0.5 from epoch 8 on
+    assert late_gain(record(rising)) == pytest.approx(10.0) and late_gain(record(flat)) == 0.0
+    frame = pd.DataFrame({"method": ["ifgan", "ifgan", "resnet"], "dataset": ["synth-ckplus"] * 3,
+                          "stale": ["", "", ""], "plateau": [False, False, True], "epochs_cap": [40, 40, 40],
+                          "best_epoch": [40, 30, 20], "record": [record(rising), record(flat), record(flat)]})
+    line = undertrained_line(frame, {"ifgan": "IF-GAN"})
+    assert line.count("IF-GAN on synth-ckplus: 2 of 2 folds at the 40-epoch cap") == 1 and "resnet" not in line
+    assert "best epoch 35.0 on average, validation accuracy still +5.0 points (at most +10.0)" in line
+    assert undertrained_line(frame.assign(plateau=True)).startswith("Trained to plateau")
+    assert undertrained_line(frame.assign(stale="config differs")).startswith("Trained to plateau")

@@ -97,6 +97,33 @@ def plateau_cell(group: pd.DataFrame) -> str:
     return f"{shown} of {n}; {n - shown} at the {caps}-epoch cap (plateau not shown)"
 
 
+def late_gain(record: dict, last: int = 10) -> float:
+    """How much a record's best validation accuracy rose in its last `last` epochs (points): 0 for a
+    fold that stopped on its plateau, positive for one still improving at the cap."""
+    curve = [h["val_acc"] for h in record["training"]["history"]]
+    return 100 * (max(curve) - max(curve[:-last])) if len(curve) > last else float("nan")
+
+
+def undertrained_line(frame: pd.DataFrame, titles: dict[str, str] | None = None) -> str:
+    """One line naming each (method, dataset) of the current records with folds that ran to the epoch
+    cap instead of stopping on their validation plateau, with their mean best epoch and how much their
+    validation accuracy still rose in the last 10 epochs: those numbers are of an under-trained model."""
+    current = frame[frame["stale"] == ""]
+    parts = []
+    for (method, dataset), group in current.groupby(["method", "dataset"], sort=False):
+        capped = group[~group["plateau"].astype(bool)]
+        if capped.empty:
+            continue
+        gains = [late_gain(r) for r in capped["record"]]
+        parts.append(f"{(titles or {}).get(method, method)} on {dataset}: {len(capped)} of {len(group)} folds at the "
+                     f"{'/'.join(str(int(c)) for c in sorted(set(capped['epochs_cap'])))}-epoch cap, best epoch "
+                     f"{capped['best_epoch'].mean():.1f} on average, validation accuracy still +{np.mean(gains):.1f} "
+                     f"points (at most +{np.max(gains):.1f}) in the last 10 epochs")
+    if not parts:
+        return "Trained to plateau: every current record stopped early on its validation patience."
+    return "Under-trained (the plateau is not shown; the model may still be improving): " + "; ".join(parts) + "."
+
+
 def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """Per (method, dataset): the folds that trained, their mean / std / 95% interval of `metric` (%),
     how many failed to train and how many records are stale, and the data and preset."""
