@@ -50,7 +50,7 @@ notebooks: $(STAMP)
 		src={}; nb=$${src%.py}.ipynb; echo "== executing $$nb"; \
 		$(VENV)/bin/jupytext --quiet --to ipynb --update $$src && \
 		$(VENV)/bin/papermill $$nb $$nb -k python3 --cwd notebooks --log-level WARNING --no-progress-bar && \
-		echo "== done $$nb" || { echo "== FAILED $$nb" >&2; exit 255; }'
+		echo "== done $$nb" || { echo "== FAILED $$nb" >&2; exit 1; }'
 
 book: notebooks
 	rm -rf book/notebooks && mkdir -p book/notebooks

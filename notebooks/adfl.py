@@ -18,7 +18,7 @@
 # MMI and Oulu-CASIA (Table 2), with the largest gain on MMI (77.5% against 62.7%).
 #
 # This chapter shows both rows of Table 2 from the results registry (`data_manifests/reproduced/`: every
-# fold of each dataset trained to its plateau at the `study` preset by `python -m ferlib sweep`), judges
+# fold of each dataset trained with early stopping at the `study` preset by `python -m ferlib sweep`), judges
 # the paper's claims as paired differences over those folds, and checks the story the paper tells about
 # its features: f_n should keep the neutral face (the identity) and lose the expression, and f_r should
 # keep the expression. One live smoke fold runs in the chapter so that its code path is exercised.
@@ -27,8 +27,8 @@
 dataset = "synth-ckplus"  # synth-<preset> (synth-mmi, synth-oulu), or a real name (ckplus, mmi, oulu) with data_root
 fold = 0                  # the live run's test fold, 0-based; the next fold validates, the other eight train
 folds = ""                # "" runs `fold`; "all" runs every fold; "0,3,7" runs those
-preset = "smoke"          # the live run's preset: smoke (CPU, about a minute), study (the registry's: trained to
-                          # its plateau) or paper (Sec. 3.1: 112x96 crops, 100 epochs; GPU)
+preset = "smoke"          # the live run's preset: smoke (CPU, about a minute), study (the registry's: early
+                          # stopping up to an epoch cap) or paper (Sec. 3.1: 112x96 crops, 100 epochs; GPU)
 epochs = None             # None: the preset's
 expand = None             # None: the preset's; True: an epoch visits all ten crops of every training image (paper),
                           # False: one random crop per image per epoch (smoke, study)
@@ -228,7 +228,7 @@ print(claims.VERDICT_RULE)
 # ## The paper's figures, from the registry
 #
 # Validation accuracy per epoch of every fold's record (one line per fold, the kept epoch dotted; a fold
-# that failed to train dashed): the plateau each fold was stopped on.
+# that failed to train dashed): where each fold stopped, on its plateau or at the epoch cap.
 
 # %%
 def missing(method: str, dataset: str) -> None:
@@ -357,8 +357,8 @@ for name in shown:
 #   scratch.
 # - **Study preset (the registry's numbers).** The smoke geometry (48x41 crops of 55x47 faces, a quarter
 #   of the paper's width: Conv1 8 channels instead of 32), batch 32, learning rate 1e-3 instead of 1e-4,
-#   one random crop per image per epoch (`expand=False`), trained to its plateau: early stopping on the
-#   validation fold's accuracy, patience 10 epochs, at most 60 epochs, the best validation epoch kept
+#   one random crop per image per epoch (`expand=False`), early stopping on the validation fold's
+#   accuracy, patience 10 epochs, at most 60 epochs, the best validation epoch kept
 #   and tested once (the paper trains 100 epochs of all ten crops without early stopping).
 # - **Failed to train.** A fold whose test accuracy is within 2 points of chance is recorded as "failed to
 #   train" (`ferlib.study.jobs.failure_of`): it is named in the tables and claims, never averaged in, and

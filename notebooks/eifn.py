@@ -19,7 +19,7 @@
 # identity extractor (EIFN\*), on CK+ and Oulu-CASIA (Tables 1-2).
 #
 # This chapter shows all three variants from the results registry (`data_manifests/reproduced/`: each
-# pre-trained on the other dataset and fine-tuned to its plateau on every fold at the `study` preset by
+# pre-trained on the other dataset and fine-tuned with early stopping on every fold at the `study` preset by
 # `python -m ferlib sweep`), judges the paper's claims as paired differences over those folds, and asks
 # what the fused vector carries: the expression, the identity, or both. One live smoke fold runs in the
 # chapter so that its code path is exercised.
@@ -28,8 +28,8 @@
 dataset = "synth-ckplus"  # synth-ckplus or synth-oulu, or a real name (ckplus, oulu) with data_root
 fold = 0                  # the live run's test fold, 0-based; the next fold validates, the other eight train
 folds = ""                # "" runs `fold`; "all" runs every fold; "0,3,7" runs those
-preset = "smoke"          # the live run's preset: smoke (CPU, about a minute), study (the registry's: fine-tuned
-                          # to its plateau) or paper (Sec. 3.1: 64 px, VGG-16, batch 100; GPU)
+preset = "smoke"          # the live run's preset: smoke (CPU, about a minute), study (the registry's: early
+                          # stopping up to an epoch cap) or paper (Sec. 3.1: 64 px, VGG-16, batch 100; GPU)
 epochs = None             # fine-tuning epochs; None: the preset's
 pretrain_epochs = None    # stage-1 epochs; None: the preset's
 expand = None             # None: the preset's; True: an epoch visits all 14 rotated / flipped copies of every
@@ -189,7 +189,7 @@ print(claims.VERDICT_RULE)
 # ## The paper's figures, from the registry
 #
 # Validation accuracy per epoch of every fold's record (one line per fold, the kept epoch dotted; a fold
-# that failed to train dashed): the plateau each fold was stopped on. Under each figure, per method, each
+# that failed to train dashed): where each fold stopped, on its plateau or at the epoch cap. Under each figure, per method, each
 # fold's kept epoch, epochs run and test accuracy. No run stops before epoch 20 (`min_epochs`), so every
 # run reaches its first lr step (lr / 10 at epoch 20), after which validation accuracy often rises again:
 # 4 of the 39 study runs kept an epoch of 20 or later that patience 10 alone would have cut off at epoch
@@ -331,8 +331,8 @@ for name in shown:
 #   every image (`expand=True`); the smoke and study presets run at 48 px with VGG-16 at a sixteenth of its
 #   width and batch 16 instead of 100, and each of their epochs draws one random copy per image
 #   (`expand=False`): a fourteenth of a paper epoch.
-# - **Study preset (the registry's numbers).** The smoke network, 6 stage-1 epochs, then fine-tuning to
-#   its plateau: early stopping on the validation fold's accuracy with a patience of 10 epochs, never
+# - **Study preset (the registry's numbers).** The smoke network, 6 stage-1 epochs, then fine-tuning
+#   with early stopping on the validation fold's accuracy with a patience of 10 epochs, never
 #   before epoch 20 and at most 60 epochs (lr / 10 every 20), the best validation epoch kept and tested
 #   once (the paper states no early stopping and no validation fold).
 # - **Failed to train.** A fold whose test accuracy is within 2 points of chance is recorded as "failed to

@@ -20,7 +20,7 @@
 #
 # This chapter shows the three rows of those tables, the ResNet baseline (with island loss, as the
 # paper's footnote says), IF-GAN without attention and IF-GAN, from the results registry
-# (`data_manifests/reproduced/`: folds trained to their plateau at the `study` preset by
+# (`data_manifests/reproduced/`: folds trained with early stopping at the `study` preset by
 # `python -m ferlib sweep`), judges the paper's claims as paired differences over those folds, and asks
 # the paper's question directly: does the representation IF-GAN classifies from carry less identity, and
 # does its generator do what the paper says it does? One live smoke fold runs in the chapter so that its
@@ -30,8 +30,8 @@
 dataset = "synth-ckplus"  # synth-<preset> (synth-bu3dfe, synth-mmi, synth-rafdb), or a real name with data_root
 fold = 0                  # the live run's test fold, 0-based; the next fold validates, the other eight train
 folds = ""                # "" runs `fold`; "all" runs every fold; "0,3,7" runs those
-preset = "smoke"          # the live run's preset: smoke (CPU, minutes), study (the registry's: trained to its
-                          # plateau) or paper (Sec. 4.3: 224 px, ResNet-101, 100 epochs; GPU)
+preset = "smoke"          # the live run's preset: smoke (CPU, minutes), study (the registry's: early stopping
+                          # up to an epoch cap) or paper (Sec. 4.3: 224 px, ResNet-101, 100 epochs; GPU)
 epochs = 4                # the live run's epochs; None: the preset's (smoke: 10). 4 keep it within about 2 minutes
 seed = 0
 data_root = None          # a prepared cache or the root of a licensed copy
@@ -161,8 +161,8 @@ print(live_check([f.record for f in result.folds], chance=1 / len(classes)))
 # method. Each fold trains with early stopping on its validation fold up to an epoch cap: "trained to
 # plateau" counts the folds that stopped on their plateau, and the line above the table names those that
 # ran to the cap instead, with how much their validation accuracy still rose at the end. Those models are
-# under-trained at this preset (their plateau is not shown), and so is any claim resting on them. The data are SynthFER's bu3dfe-, ckplus-, mmi- and rafdb-like
-# synthetic datasets (RAF-DB rendered at 6% of its size, `scales`), not the paper's BU-3DFE, CK+, MMI and
+# under-trained at this preset (their plateau is not shown), and so is any claim resting on them. The data
+# are SynthFER's bu3dfe-, ckplus-, mmi- and rafdb-like synthetic datasets (RAF-DB rendered at 6% of its size, `scales`), not the paper's BU-3DFE, CK+, MMI and
 # RAF-DB: the numbers measure the mechanism on synthetic faces and are not comparable with the paper's.
 # Tables 1 and 2 of the paper (accuracy %, marked "reported") beside ours: mean ± std [95% interval]
 # (n folds), with failed and stale folds named and never averaged in. The line above the table says
@@ -211,7 +211,7 @@ print(claims.VERDICT_RULE)
 # ## The paper's figures, from the registry
 #
 # Validation accuracy per epoch of every fold's record (one line per fold, the kept epoch dotted; a fold
-# that failed to train dashed): the plateau each fold was stopped on.
+# that failed to train dashed): where each fold stopped, on its plateau or at the epoch cap.
 
 # %%
 shown = [cfg.dataset, *cfg.table_dataset_list()]

@@ -215,30 +215,39 @@ def test_plateau_cell_counts_folds_that_stopped_early_and_names_the_cap_of_the_o
         "3 of 4; 1 at the 40-epoch cap (plateau not shown)"
     assert plateau_cell(group.assign(plateau=False, epochs_cap=[40, 60, 40, 60])) == \
         "0 of 4; 4 at the 40/60-epoch cap (plateau not shown)"
+    assert plateau_cell(group.iloc[:0]) == "no current record"
+
+
+def test_a_fold_whose_patience_ran_out_at_the_cap_showed_its_plateau():
+    from ferlib.study.results import plateau_shown
+    ran_out = {"stopped_early": False, "epochs_run": 40, "best_epoch": 24, "patience": 16}
+    assert plateau_shown(ran_out) and plateau_shown({**ran_out, "best_epoch": 20})
+    assert not plateau_shown({**ran_out, "best_epoch": 25})             # a new best 15 epochs before the cap
+    assert plateau_shown({**ran_out, "best_epoch": 39, "stopped_early": True, "epochs_run": 39})
 
 
 def test_the_claims_table_says_which_side_reached_its_plateau(tmp_path):
     """The fold-1 records of IF-GAN and ResNet: the claims table and the findings carry, before the
-    verdict, each side's count of folds that stopped early, read from the records' `stopped_early`."""
+    verdict, each side's count of folds that showed their plateau, read from the records' training."""
     import json
     from ferlib.study.jobs import job_config
     from ferlib.study.records import REGISTRY, Job
-    from ferlib.study.results import findings, judged_claims, study_frame
+    from ferlib.study.results import findings, judged_claims, plateau_shown, study_frame
     stopped = {}
     for method in ("ifgan", "resnet"):
         record = json.loads((REGISTRY / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").read_text())
         record["config"] = job_config(Job(**record["job"]), None)
-        stopped[method] = record["training"]["stopped_early"]
+        stopped[method] = plateau_shown(record["training"])
         (tmp_path / "ifgan" / "study" / "synth-ckplus" / method).mkdir(parents=True)
         (tmp_path / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").write_text(json.dumps(record))
     cap = record["training"]["epochs_cap"]
-    expected = "; ".join(f"{m} 1 of 1" if stopped[m] else f"{m} 0 of 1; 1 at the {cap}-epoch cap (plateau not shown)"
+    expected = " | ".join(f"{m} 1 of 1" if stopped[m] else f"{m} 0 of 1; 1 at the {cap}-epoch cap (plateau not shown)"
                          for m in ("ifgan", "resnet"))
     table = judged_claims("ifgan", study_frame("ifgan", registry=tmp_path))
     assert list(table.columns)[-2:] == ["trained to plateau", "verdict"]
     row = table[table["claim"] == "IF-GAN beats its ResNet baseline on ckplus"].iloc[0]
     assert row["trained to plateau"] == expected
-    assert "ifgan-noattention no record" in table["trained to plateau"].str.cat()
+    assert "ifgan-noattention no current record" in table["trained to plateau"].str.cat()
     found = findings(("ifgan",), registry=tmp_path)
     assert found.loc[found["claim"] == row["claim"], "trained to plateau"].iloc[0] == expected
 
@@ -259,3 +268,5 @@ def test_the_undertrained_line_names_folds_at_the_cap_with_their_late_gain():
     assert "best epoch 35.0 on average, validation accuracy still +5.0 points (at most +10.0)" in line
     assert undertrained_line(frame.assign(plateau=True)).startswith("Trained to plateau")
     assert undertrained_line(frame.assign(stale="config differs")).startswith("Trained to plateau")
+    short = frame.assign(record=[record(rising[:8])] * 3)               # 8 epochs: no last-10 window
+    assert "too few epochs to measure a late rise" in undertrained_line(short) and "nan" not in undertrained_line(short)

@@ -48,7 +48,7 @@ PRESETS = {
     # CPU / CI: 48x41 crops of 55x47 faces, a quarter of the paper's width, 25 epochs, lr 1e-3.
     # One random crop per image per epoch (expand=False): an epoch is a tenth of the paper's.
     "smoke": dict(patience=0, size=48, width=8, epochs=25, batch_size=32, lr=1e-3, scale=1.0, expand=False),
-    # CPU study: the smoke geometry trained to its plateau (early stopping, patience 10, at most 60 epochs).
+    # CPU study: the smoke geometry with early stopping (patience 10, at most 60 epochs).
     "study": dict(size=48, width=8, epochs=60, patience=10, batch_size=32, lr=1e-3, scale=1.0, expand=False),
     # GPU: Sec. 3.1 and Table 1; an epoch is one pass over all ten crops of every training image.
     "paper": dict(patience=0, size=112, width=32, epochs=100, batch_size=64, lr=1e-4, scale=1.0, expand=True),

@@ -66,7 +66,7 @@ PRESETS = {
     "smoke": dict(patience=0, min_epochs=0, size=48, width_divisor=16, identity_dim=64, pretrain_epochs=3, epochs=16,
                   lr_step=12,
                   batch_size=16, scale=1.0, batch_norm=True, classifier_lr_mult=3.0, expand=False),
-    # CPU study: the smoke network, 6 pre-training epochs, fine-tuning to its plateau (patience 10, at
+    # CPU study: the smoke network, 6 pre-training epochs, fine-tuning with early stopping (patience 10, at
     # most 60 epochs, lr / 10 every 20), never stopped before epoch 20: every run reaches its first lr
     # step, after which validation accuracy often rises again (measured: 4 of the 39 study runs kept an
     # epoch >= 20 that patience 10 alone would have cut off at epoch 13-16).
@@ -339,7 +339,7 @@ def fold_epochs(frame: pd.DataFrame) -> pd.DataFrame:
                      "kept epoch per fold": ", ".join(str(int(e)) for e in group["best_epoch"]),
                      "epochs run per fold": ", ".join(str(int(e)) for e in group["epochs_run"]),
                      "test acc. % per fold": ", ".join(f"{a:.1f}" for a in group["acc"]),
-                     "stopped early": int(group["plateau"].sum()),
+                     "stopped early": int(group["stopped_early"].sum()),
                      "kept epoch 1": int((group["best_epoch"] == 1).sum()),
                      "chance %": round(float(group["chance"].iloc[0]), 1)})
     return pd.DataFrame(rows, columns=["dataset", "method", "folds", "kept epoch per fold", "epochs run per fold",

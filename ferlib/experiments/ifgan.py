@@ -47,7 +47,7 @@ PRESETS = {
     # (ResNet smoke run, 10 epochs: 19% test accuracy with 1, 71% with 0.01); see the chapter's Deviations.
     "smoke": dict(patience=0, scale=1.0, size=48, trunk_depth=18, gen_width=16, gen_depth=4, disc_width=16, epochs=10,
                   batch_size=32, lr=5e-4, lr_step=10, lambda_island=0.01, scales="synth-rafdb=0.06"),
-    # CPU study: the smoke networks trained to their plateau (early stopping, patience 16, at most 40 epochs).
+    # CPU study: the smoke networks with early stopping (patience 16, at most 40 epochs; IF-GAN reaches the cap).
     # Patience 8 was too short: the ResNet on synth-ckplus fold 1 stopped at epoch 15 (best 7, val 0.80,
     # test 54.3%); the same run with patience 16 found val 0.88 at epoch 18 (test 75.2%). Gaps of 6-8
     # epochs between new validation bests occurred in 4 of the 10 first records.

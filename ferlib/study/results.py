@@ -61,12 +61,12 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
                      "macro_acc": 100 * r["test"]["macro_acc"], "chance": 100 * r["chance"],
                      "identity_probe": 100 * r["identity_probe"]["acc"], "identity_x_chance": r["identity_probe"]["ratio"],
                      "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
-                     "plateau": t["stopped_early"], "stale": record_staleness(r, stored), "data": r["data"],
+                     "stopped_early": t["stopped_early"], "plateau": plateau_shown(t), "stale": record_staleness(r, stored), "data": r["data"],
                      "wall_time_s": r["provenance"]["wall_time_s"], "threads": r["provenance"]["threads"],
                      "cpu": r["provenance"]["cpu"], "commit": r["provenance"]["git_commit"], "record": r})
     columns = ["paper", "method", "dataset", "fold", "preset", "seed", "base", "status", "failure", "acc", "macro_acc",
-               "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap", "plateau",
-               "stale", "data", "wall_time_s", "threads", "cpu", "commit", "record"]
+               "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap",
+               "stopped_early", "plateau", "stale", "data", "wall_time_s", "threads", "cpu", "commit", "record"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -86,10 +86,18 @@ def summary_cell(values: list[float], failed: int, stale: int) -> str:
     return text
 
 
+def plateau_shown(training: dict) -> bool:
+    """Whether a record's training showed its plateau: it stopped early on the validation patience, or
+    its last `patience` epochs (up to the cap) gave no new best, the same evidence without the stop."""
+    return bool(training["stopped_early"]) or training["epochs_run"] - training["best_epoch"] >= training["patience"] > 0
+
+
 def plateau_cell(group: pd.DataFrame) -> str:
-    """How many of `group`'s folds showed their plateau (stopped early on the validation patience), and
-    how many ran to the epoch cap instead, whose plateau is not shown: "6 of 10; 4 at the 40-epoch cap
-    (plateau not shown)"."""
+    """How many of `group`'s folds showed their plateau (`plateau_shown`), and how many ran to the epoch
+    cap still improving within their patience, whose plateau is not shown: "6 of 10; 4 at the 40-epoch
+    cap (plateau not shown)"."""
+    if group.empty:
+        return "no current record"
     shown, n = int(group["plateau"].sum()), len(group)
     if shown == n:
         return f"{shown} of {n}"
@@ -114,13 +122,14 @@ def undertrained_line(frame: pd.DataFrame, titles: dict[str, str] | None = None)
         capped = group[~group["plateau"].astype(bool)]
         if capped.empty:
             continue
-        gains = [late_gain(r) for r in capped["record"]]
+        gains = [g for g in (late_gain(r) for r in capped["record"]) if not np.isnan(g)]
+        rise = (f"validation accuracy still +{np.mean(gains):.1f} points (at most +{np.max(gains):.1f}) in the last 10 "
+                f"epochs" if gains else "too few epochs to measure a late rise")
         parts.append(f"{(titles or {}).get(method, method)} on {dataset}: {len(capped)} of {len(group)} folds at the "
                      f"{'/'.join(str(int(c)) for c in sorted(set(capped['epochs_cap'])))}-epoch cap, best epoch "
-                     f"{capped['best_epoch'].mean():.1f} on average, validation accuracy still +{np.mean(gains):.1f} "
-                     f"points (at most +{np.max(gains):.1f}) in the last 10 epochs")
+                     f"{capped['best_epoch'].mean():.1f} on average, {rise}")
     if not parts:
-        return "Trained to plateau: every current record stopped early on its validation patience."
+        return "Trained to plateau: every current record showed its plateau (stopped early, or its patience ran out at the cap)."
     return "Under-trained (the plateau is not shown; the model may still be improving): " + "; ".join(parts) + "."
 
 
@@ -136,7 +145,7 @@ def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
         failed, stale = int((group["status"] != "ok").sum()), int((group["stale"] != "").sum())
         rows.append({"method": method, "dataset": base, "mean": a["mean"], "std": a["std"], "ci95_low": a["ci95_low"],
                      "ci95_high": a["ci95_high"], "folds": a["n"], "failed": failed, "stale": stale,
-                     "plateau": plateau_cell(group),
+                     "plateau": plateau_cell(group[group["stale"] == ""]),
                      "cell": summary_cell(list(ok[metric]), failed, stale), "data": group["data"].iloc[0],
                      "preset": group["preset"].iloc[0]})
     return pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "ci95_low", "ci95_high", "folds", "failed",
@@ -195,10 +204,10 @@ def judged_claims(paper: str, frame: pd.DataFrame) -> pd.DataFrame:
             group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
             ok = group[group["status"] == "ok"]
             return (dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"]),
-                    f"{method} {plateau_cell(group)}" if len(group) else f"{method} no record")
+                    f"{method} {plateau_cell(group)}")
         (values_m, failed_m, plateau_m), (values_b, failed_b, plateau_b) = side(claim.method), side(claim.baseline)
         rows.append(judge(claim, values_m, values_b, failed_method=failed_m, failed_baseline=failed_b))
-        plateaus.append(f"{plateau_m}; {plateau_b}")
+        plateaus.append(f"{plateau_m} | {plateau_b}")
     table = claims_table(rows)
     table.insert(len(table.columns) - 1, "trained to plateau", plateaus)
     return table
