@@ -61,7 +61,8 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
                      "macro_acc": 100 * r["test"]["macro_acc"], "chance": 100 * r["chance"],
                      "identity_probe": 100 * r["identity_probe"]["acc"], "identity_x_chance": r["identity_probe"]["ratio"],
                      "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
-                     "stopped_early": t["stopped_early"], "plateau": plateau_shown(t), "stale": record_staleness(r, stored), "data": r["data"],
+                     "stopped_early": t["stopped_early"], "plateau": plateau_shown(t),
+                     "stale": record_staleness(r, stored), "data": r["data"],
                      "wall_time_s": r["provenance"]["wall_time_s"], "threads": r["provenance"]["threads"],
                      "cpu": r["provenance"]["cpu"], "commit": r["provenance"]["git_commit"], "record": r})
     columns = ["paper", "method", "dataset", "fold", "preset", "seed", "base", "status", "failure", "acc", "macro_acc",
@@ -89,7 +90,13 @@ def summary_cell(values: list[float], failed: int, stale: int) -> str:
 def plateau_shown(training: dict) -> bool:
     """Whether a record's training showed its plateau: it stopped early on the validation patience, or
     its last `patience` epochs (up to the cap) gave no new best, the same evidence without the stop."""
-    return bool(training["stopped_early"]) or training["epochs_run"] - training["best_epoch"] >= training["patience"] > 0
+    idle = training["epochs_run"] - training["best_epoch"]
+    return bool(training["stopped_early"]) or idle >= training["patience"] > 0
+
+
+def caps_text(capped: pd.DataFrame) -> str:
+    """The epoch cap(s) of `capped`'s folds, as the tables print them: "40", or "40/60" when they differ."""
+    return "/".join(str(int(c)) for c in sorted(set(capped["epochs_cap"])))
 
 
 def plateau_cell(group: pd.DataFrame) -> str:
@@ -101,8 +108,8 @@ def plateau_cell(group: pd.DataFrame) -> str:
     shown, n = int(group["plateau"].sum()), len(group)
     if shown == n:
         return f"{shown} of {n}"
-    caps = "/".join(str(int(c)) for c in sorted(set(group.loc[~group["plateau"].astype(bool), "epochs_cap"])))
-    return f"{shown} of {n}; {n - shown} at the {caps}-epoch cap (plateau not shown)"
+    capped = group[~group["plateau"].astype(bool)]
+    return f"{shown} of {n}; {n - shown} at the {caps_text(capped)}-epoch cap (plateau not shown)"
 
 
 def late_gain(record: dict, last: int = 10) -> float:
@@ -126,10 +133,11 @@ def undertrained_line(frame: pd.DataFrame, titles: dict[str, str] | None = None)
         rise = (f"validation accuracy still +{np.mean(gains):.1f} points (at most +{np.max(gains):.1f}) in the last 10 "
                 f"epochs" if gains else "too few epochs to measure a late rise")
         parts.append(f"{(titles or {}).get(method, method)} on {dataset}: {len(capped)} of {len(group)} folds at the "
-                     f"{'/'.join(str(int(c)) for c in sorted(set(capped['epochs_cap'])))}-epoch cap, best epoch "
+                     f"{caps_text(capped)}-epoch cap, best epoch "
                      f"{capped['best_epoch'].mean():.1f} on average, {rise}")
     if not parts:
-        return "Trained to plateau: every current record showed its plateau (stopped early, or its patience ran out at the cap)."
+        return ("Trained to plateau: every current record showed its plateau (stopped early, or its patience ran "
+                "out at the cap).")
     return "Under-trained (the plateau is not shown; the model may still be improving): " + "; ".join(parts) + "."
 
 
