@@ -26,3 +26,15 @@ def test_no_half_written_record_is_left_in_the_registry():
         if records.REGISTRY.exists() else []
     assert leftovers == []
 
+
+
+def test_a_resumed_jobs_time_covers_the_epochs_before_its_resume():
+    whole = {"provenance": {"wall_time_s": 400.0, "train_time_s": 380.0}}
+    resumed = {"provenance": {"wall_time_s": 20.0, "train_time_s": 376.0, "resumed_from_epoch": 38}}
+    assert records.job_seconds(whole) == 400.0
+    assert records.job_seconds(resumed) == 376.0
+    assert records.job_seconds({"provenance": {"wall_time_s": 12.5}}) == 12.5   # a datasheet record: no epochs
+    training = [records.read_record(p) for p in ALL]
+    for record in (r for r in training if "training" in r):
+        epochs = sum(row.get("epoch_time_s", 0.0) for row in record["training"]["history"])
+        assert records.job_seconds(record) >= epochs - 1e-6, record["job"]

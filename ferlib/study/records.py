@@ -114,6 +114,13 @@ def find_record(job: Job, registry: Path | str = REGISTRY) -> dict | None:
     return read_record(path) if path.exists() else None
 
 
+def job_seconds(record: dict) -> float:
+    """Seconds the record's job took: its process's wall time or, when that process resumed a crashed
+    run (its wall time then covers only the epochs after the resume), the summed epoch times if larger."""
+    provenance = record["provenance"]
+    return max(float(provenance["wall_time_s"]), float(provenance.get("train_time_s") or 0.0))
+
+
 REQUIRED = {
     "format": int, "job": dict, "config": dict, "data": str, "status": str, "test": dict, "chance": float,
     "training": dict, "identity_probe": dict, "fingerprint": dict, "provenance": dict, "extras": dict,

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from ferlib.errors import FerlibError
-from ferlib.study.records import REGISTRY, Job, iter_records
+from ferlib.study.records import REGISTRY, Job, iter_records, job_seconds
 
 STUDY = "study"
 # a chapter's parameters that choose which registry records it shows, not how anything trains
@@ -63,7 +63,7 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
                      "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
                      "stopped_early": t["stopped_early"], "plateau": plateau_shown(t),
                      "stale": record_staleness(r, stored), "data": r["data"],
-                     "wall_time_s": r["provenance"]["wall_time_s"], "threads": r["provenance"]["threads"],
+                     "wall_time_s": job_seconds(r), "threads": r["provenance"]["threads"],
                      "cpu": r["provenance"]["cpu"], "commit": r["provenance"]["git_commit"], "record": r})
     columns = ["paper", "method", "dataset", "fold", "preset", "seed", "base", "status", "failure", "acc", "macro_acc",
                "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap",

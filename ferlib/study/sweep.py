@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from tqdm.auto import tqdm
 
 from ferlib.errors import FerlibError, UnknownName
-from ferlib.study.records import REGISTRY, Job, find_record, iter_records
+from ferlib.study.records import REGISTRY, Job, find_record, iter_records, job_seconds
 
 VALIDITY_SEEDS = (0, 1, 2)   # the datasheet's validity numbers: mean over these seeds
 TABLE_FOLDS = 3          # folds of each paper's other table datasets (its primary dataset: all)
@@ -116,7 +116,7 @@ def registry_times(registry: str) -> dict:
     if registry not in _TIMES:
         times: dict = {}
         for r in iter_records(registry):
-            j, t = r["job"], r["provenance"]["wall_time_s"] * r["provenance"]["threads"]
+            j, t = r["job"], job_seconds(r) * r["provenance"]["threads"]
             for key in ((j["paper"], j["method"], j["dataset"], j["preset"]), (j["paper"], j["method"], j["preset"])):
                 times.setdefault(key, []).append(t)
         _TIMES[registry] = times
