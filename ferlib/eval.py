@@ -108,13 +108,13 @@ def identity_probe(train_feats, train_subjects, test_feats, test_subjects, seed:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if len(test_feats) == 0:
+        raise FerlibError("identity_probe got no test images; hold some images of each subject out with holdout_split")
     x_train, x_test = as_numpy(train_feats).reshape(len(train_feats), -1), as_numpy(test_feats).reshape(len(test_feats), -1)
     y_train, y_test = as_numpy(train_subjects).astype(str), as_numpy(test_subjects).astype(str)
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise FerlibError(f"identity_probe: {len(x_train)}/{len(x_test)} feature rows but "
                           f"{len(y_train)}/{len(y_test)} subjects (train/test); they must match")
-    if len(x_test) == 0:
-        raise FerlibError("identity_probe got no test images; hold some images of each subject out with holdout_split")
     unseen = sorted(map(str, set(y_test) - set(y_train)))
     if unseen:
         raise FerlibError(f"identity_probe: test subjects {unseen[:5]} have no training images; the probe needs "

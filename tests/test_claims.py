@@ -270,3 +270,29 @@ def test_the_undertrained_line_names_folds_at_the_cap_with_their_late_gain():
     assert undertrained_line(frame.assign(stale="config differs")).startswith("Trained to plateau")
     short = frame.assign(record=[record(rising[:8])] * 3)               # 8 epochs: no last-10 window
     assert "too few epochs to measure a late rise" in undertrained_line(short) and "nan" not in undertrained_line(short)
+
+
+def test_a_dataset_with_one_image_per_person_has_its_identity_probe_named_not_measurable(tmp_path):
+    """RAF-DB-like data (every training subject one photograph): identity_leakage has nothing to hold
+    out, says so instead of failing after training, and the tables name it instead of averaging NaN."""
+    import json
+    from types import SimpleNamespace
+    from ferlib.experiments.common import identity_leakage
+    from ferlib.study.jobs import job_config
+    from ferlib.study.records import REGISTRY, Job
+    from ferlib.study.results import ours, study_frame
+    split = SimpleNamespace(subjects=np.array([f"P{i}" for i in range(6)]))
+    data = SimpleNamespace(train_eval=split, sequences=lambda s: np.arange(len(s.subjects)))
+    probe = identity_leakage(task=None, data=data)     # no task needed: nothing is evaluated
+    assert probe["acc"] is None and probe["ratio"] is None and "one per person" in probe["unmeasured"]
+    for method in ("ifgan", "resnet"):
+        record = json.loads((REGISTRY / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").read_text())
+        record["config"] = job_config(Job(**record["job"]), None)
+        if method == "resnet":
+            record["identity_probe"] = {k: probe[k] for k in ("acc", "chance", "ratio", "unmeasured")}
+        (tmp_path / "ifgan" / "study" / "synth-ckplus" / method).mkdir(parents=True)
+        (tmp_path / "ifgan" / "study" / "synth-ckplus" / method / "fold1-seed0.json").write_text(json.dumps(record))
+    frame = study_frame("ifgan", registry=tmp_path)
+    cells = ours(frame, "identity_probe").set_index("method")["cell"]
+    assert cells["resnet"] == "not measurable on 1 fold: " + probe["unmeasured"]
+    assert cells["ifgan"].endswith("(n=1, no spread)")

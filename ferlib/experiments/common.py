@@ -251,13 +251,18 @@ def identity_leakage(task, data: FoldData, seed: int = 0) -> dict:
     """The identity-leakage probe on the features `task.predict` returns.
 
     Features of the training subjects' images (test-time transform), split by whole sequences:
-    a linear probe learns subject identity on some sequences and is scored on the others.
+    a linear probe learns subject identity on some sequences and is scored on the others. Where no
+    training subject has two sequences (RAF-DB: one photograph per person) there is nothing to hold
+    out: acc, chance and ratio are None and `unmeasured` says why.
     """
     from ferlib.engine import evaluate, make_loader
     from ferlib.eval import holdout_split, identity_probe
-    train = evaluate(task, make_loader(data.train_eval, 256, shuffle=False), task.device)
     subjects, sequences = data.train_eval.subjects, data.sequences(data.train_eval)
     tr, te = holdout_split(subjects, test_fraction=0.3, seed=seed, groups=sequences)
+    if len(te) == 0:
+        return {"acc": None, "chance": None, "ratio": None, "n_subjects": len(set(map(str, subjects))),
+                "unmeasured": "no training subject has two sequences or images to hold one out (one per person)"}
+    train = evaluate(task, make_loader(data.train_eval, 256, shuffle=False), task.device)
     return identity_probe(train["features"][tr], subjects[tr], train["features"][te], subjects[te], seed=seed)
 
 

@@ -319,7 +319,7 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
         "test": test,
         "chance": 1.0 / len(test["class_names"]),
         "training": training,
-        "identity_probe": {k: probe[k] for k in ("acc", "chance", "ratio") if k in probe},
+        "identity_probe": {k: probe[k] for k in ("acc", "chance", "ratio", "unmeasured") if k in probe},
         "extras": extras,
         "fingerprint": fingerprint,
         "provenance": {

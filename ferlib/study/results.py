@@ -59,7 +59,7 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
         rows.append({**r["job"], "base": base_name(r["job"]["dataset"]), "status": r["status"],
                      "failure": r.get("failure") or "", "acc": 100 * r["test"]["acc"],
                      "macro_acc": 100 * r["test"]["macro_acc"], "chance": 100 * r["chance"],
-                     "identity_probe": 100 * r["identity_probe"]["acc"], "identity_x_chance": r["identity_probe"]["ratio"],
+                     "identity_probe": probe_value(r, "acc", 100), "identity_x_chance": probe_value(r, "ratio"),
                      "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
                      "stopped_early": t["stopped_early"], "plateau": plateau_shown(t),
                      "stale": record_staleness(r, stored), "data": r["data"],
@@ -69,6 +69,12 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
                "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap",
                "stopped_early", "plateau", "stale", "data", "wall_time_s", "threads", "cpu", "commit", "record"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def probe_value(record: dict, key: str, scale: float = 1.0) -> float:
+    """The record's identity-probe `key` (times `scale`), NaN where the probe was not measurable."""
+    value = record["identity_probe"].get(key)
+    return np.nan if value is None else scale * value
 
 
 def summary_cell(values: list[float], failed: int, stale: int) -> str:
@@ -147,17 +153,25 @@ def ours(frame: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     from ferlib.eval import aggregate_folds
     rows = []
     for (method, base), group in frame.groupby(["method", "base"], sort=False):
-        ok = group[group["status"] == "ok"]
+        trained = group[group["status"] == "ok"]
+        ok = trained[trained[metric].notna()]     # the identity probe is not measurable on every dataset
         a = aggregate_folds(ok[metric]) if len(ok) else {"mean": np.nan, "std": np.nan, "ci95_low": np.nan,
                                                           "ci95_high": np.nan, "n": 0}
         failed, stale = int((group["status"] != "ok").sum()), int((group["stale"] != "").sum())
         rows.append({"method": method, "dataset": base, "mean": a["mean"], "std": a["std"], "ci95_low": a["ci95_low"],
                      "ci95_high": a["ci95_high"], "folds": a["n"], "failed": failed, "stale": stale,
                      "plateau": plateau_cell(group[group["stale"] == ""]),
-                     "cell": summary_cell(list(ok[metric]), failed, stale), "data": group["data"].iloc[0],
+                     "cell": summary_cell(list(ok[metric]), failed, stale) if len(ok) or trained.empty
+                     else not_measured_cell(trained), "data": group["data"].iloc[0],
                      "preset": group["preset"].iloc[0]})
     return pd.DataFrame(rows, columns=["method", "dataset", "mean", "std", "ci95_low", "ci95_high", "folds", "failed",
                                        "stale", "plateau", "cell", "data", "preset"])
+
+
+def not_measured_cell(trained: pd.DataFrame) -> str:
+    """What a table shows where its metric was measured on none of the folds that trained."""
+    why = trained["record"].iloc[0]["identity_probe"].get("unmeasured") or "the metric was not recorded"
+    return f"not measurable on {len(trained)} fold{'s' if len(trained) > 1 else ''}: {why}"
 
 
 def reported_beside_ours(paper: str, frame: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
