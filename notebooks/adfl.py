@@ -360,8 +360,9 @@ for name in shown:
 #   one random crop per image per epoch (`expand=False`), early stopping on the validation fold's
 #   accuracy, patience 10 epochs, at most 60 epochs, the best validation epoch kept
 #   and tested once (the paper trains 100 epochs of all ten crops without early stopping).
-# - **Failed to train.** A fold whose test accuracy is within 2 points of chance is recorded as "failed to
-#   train" (`ferlib.study.jobs.failure_of`): it is named in the tables and claims, never averaged in, and
+# - **Failed to train.** A fold whose test accuracy or macro accuracy is within 2 points of chance (one over
+#   the number of classes) is recorded as "failed to train" (`ferlib.study.jobs.failure_of`): it is named
+#   in the tables and claims, never averaged in, and
 #   a claim with such a fold on either side gets that verdict instead of a statistic.
 # - **Smoke preset (the live run).** The study preset's geometry, 25 epochs without early stopping. The
 #   live fold is a smoke run that exercises the code path; its numbers are not the chapter's result. Same

@@ -335,8 +335,9 @@ for name in shown:
 #   with early stopping on the validation fold's accuracy with a patience of 10 epochs, never
 #   before epoch 20 and at most 60 epochs (lr / 10 every 20), the best validation epoch kept and tested
 #   once (the paper states no early stopping and no validation fold).
-# - **Failed to train.** A fold whose test accuracy is within 2 points of chance is recorded as "failed to
-#   train" (`ferlib.study.jobs.failure_of`): it is named in the tables and claims, never averaged in, and
+# - **Failed to train.** A fold whose test accuracy or macro accuracy is within 2 points of chance (one over
+#   the number of classes) is recorded as "failed to train" (`ferlib.study.jobs.failure_of`): it is named
+#   in the tables and claims, never averaged in, and
 #   a claim with such a fold on either side gets that verdict instead of a statistic. A fold just above
 #   that line counts as trained; the kept epochs under the curves show which folds stopped learning early.
 # - **Smoke preset (the live run).** 3 stage-1 and 16 fine-tuning epochs (lr / 10 after 12), without early

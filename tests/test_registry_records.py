@@ -38,3 +38,29 @@ def test_a_resumed_jobs_time_covers_the_epochs_before_its_resume():
     for record in (r for r in training if "training" in r):
         epochs = sum(row.get("epoch_time_s", 0.0) for row in record["training"]["history"])
         assert records.job_seconds(record) >= epochs - 1e-6, record["job"]
+
+
+def test_a_fold_that_names_only_the_commonest_class_failed_to_train():
+    from ferlib.study.jobs import failure_of
+
+    def record(confusion, generator=None):
+        n, k = sum(map(sum, confusion)), len(confusion)
+        recall = [row[i] / sum(row) for i, row in enumerate(confusion)]
+        return {"test": {"acc": sum(confusion[i][i] for i in range(k)) / n, "macro_acc": sum(recall) / k},
+                "chance": 1 / k, "extras": {"generator": generator} if generator else {}}
+    majority = [[0, 10, 0, 0], [0, 60, 0, 0], [0, 20, 0, 0], [0, 10, 0, 0]]     # 60% accuracy, 25% macro
+    assert failure_of(record(majority)).startswith("macro accuracy 25.0% is within 2 points of chance (25.0%")
+    learned = [[6, 4, 0, 0], [10, 50, 0, 0], [0, 10, 10, 0], [0, 5, 0, 5]]       # 71% accuracy, 61% macro
+    assert failure_of(record(learned)) is None
+    assert failure_of(record([[3, 7], [7, 3]])).startswith("test accuracy 30.0%")
+    copying = {"l1_to_target": 0.3, "copy_l1_to_target": 0.3}
+    assert failure_of(record(learned, copying)).startswith("the generator is no better than copying")
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(records.REGISTRY)) for p in ALL])
+def test_every_records_status_follows_the_current_failed_to_train_rule(path):
+    from ferlib.study.jobs import failure_of
+    record = records.read_record(path)
+    if "test" in record:                                   # datasheet records have no test split
+        assert record["failure"] == failure_of(record) and record["status"] == ("ok" if record["failure"] is None
+                                                                                  else "failed to train")
