@@ -35,7 +35,7 @@ from ferlib.study.records import FORMAT, REGISTRY, Job, stable_config, write_rec
 WORK_DIR = Path("results") / "study"     # checkpoints of running jobs (resumable; not part of the registry)
 FAILED_MARGIN = 0.02                     # a test accuracy within 2 points of chance: "failed to train"
 # ... or its macro accuracy (mean per-class recall) within 2 points of 1 / classes: on imbalanced data (RAF-DB)
-# a model that always names the commonest class has an accuracy far above 1 / classes, its macro accuracy none
+# a model that always names the commonest class has an accuracy far above 1 / classes, a macro accuracy of 1 / classes
 EMBEDDING_FOLD = 0                       # the fold whose record keeps the figures' arrays (t-SNE, faces)
 FACES = 6                                # generated faces kept by IF-GAN's figure fold
 
