@@ -228,3 +228,60 @@ def fold_curves(frame: pd.DataFrame, metric: str = "val_acc", titles: dict[str, 
     if dataset:
         fig.suptitle(f"{dataset}: {metric.replace('_', ' ')} of every fold (dot: the kept epoch)")
     return fig
+
+
+def association_graph(images, adjacency, labels: Sequence[str], predicted: Sequence[str] | None = None,
+                      title: str = "", min_weight: float = 0.05) -> Figure:
+    """EAN's Fig. 1: faces of one batch on a circle, a line between two faces for each association
+    coefficient A(i, j) >= `min_weight`, its width and opacity the coefficient, the coefficient written
+    at the line's middle. Under each face its label (and the prediction made with the graph)."""
+    a = as_numpy(adjacency).astype(float)
+    n = len(images)
+    if a.shape != (n, n):
+        raise ValueError(f"adjacency of shape {a.shape} for {n} images")
+    angles = np.pi / 2 - 2 * np.pi * np.arange(n) / n
+    xy = np.stack([np.cos(angles), np.sin(angles)], 1)
+    fig = StudyFigure(figsize=(7.5, 7.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i in range(n):
+        for j in range(i + 1, n):
+            w = float(a[i, j])
+            if w >= min_weight:
+                (x0, y0), (x1, y1) = xy[i], xy[j]
+                ax.plot([x0, x1], [y0, y1], color="tab:blue", lw=0.5 + 3 * w, alpha=0.2 + 0.7 * w, zorder=1)
+                ax.text((x0 + x1) / 2, (y0 + y1) / 2, f"{w:.2f}", fontsize=7, ha="center", va="center",
+                        color="tab:blue", zorder=2, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
+    size = 0.22
+    for k in range(n):
+        image = to_display_image(images[k])
+        x, y = xy[k]
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255,
+                  extent=(x - size, x + size, y - size, y + size), zorder=3)
+        text = labels[k] if predicted is None else f"{labels[k]}\n(graph: {predicted[k]})"
+        ax.text(x, y - size - 0.05, text, ha="center", va="top", fontsize=8, zorder=4)
+    ax.set_xlim(-1.4, 1.4)
+    ax.set_ylim(-1.5, 1.35)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def grouped_bars(table: pd.DataFrame, groups: Sequence[str], title: str = "", ylabel: str = "",
+                 ylim: tuple[float, float] | None = None) -> Figure:
+    """One bar per (row, column in `groups`) of `table`, grouped by column, a colour per row (its index)."""
+    fig = StudyFigure(figsize=(1.6 + 1.5 * len(groups), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(table))
+    for k, (name, row) in enumerate(table.iterrows()):
+        ax.bar(np.arange(len(groups)) + (k - (len(table) - 1) / 2) * width, [row[g] for g in groups], width,
+               label=str(name))
+    ax.set_xticks(np.arange(len(groups)), list(groups))
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -76,7 +76,7 @@ def test_every_paper_loads_for_every_dataset_it_lists_and_its_synth_counterpart(
             assert (real.frames, real.classes, real.folds) == (synth.frames, synth.classes, synth.folds)
     assert set(read_protocol_file("baseline")["datasets"]) == {"ckplus", "mmi", "oulu", "bu3dfe", "bu4dfe", "rafdb", "ferplus"}
     assert load_protocol("adfl", "ckplus").folds.deal == "sorted_roundrobin"
-    assert load_protocol("ean", "rafdb").label_noise == (0.1, 0.2)
+    assert load_protocol("ean", "rafdb").label_noise == (0.1, 0.2, 0.3)   # 0.3 for the summary chapter
     assert "8 train / 1 val / 1 test" in load_protocol("ifgan", "ckplus").describe()
     tiny = load_protocol("ifgan", "synth-tiny")  # SynthFER's test preset follows the CK+ rules
     assert tiny.base == "ckplus" and tiny.classes == BASIC6 and tiny.synthetic

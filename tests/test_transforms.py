@@ -88,8 +88,10 @@ def test_test_transform_is_a_centre_crop_without_randomness():
     t = make_transform("baseline", train=False, size=64)
     image = face()
     assert torch.equal(t(image), t(image))
-    ean = make_transform("ean", train=False, size=64)  # 224 -> 224: no crop, no resize at 64 px
-    assert torch.equal(ean(image), to_model_input(image))
+    eifn = make_transform("eifn", train=False, size=64)  # 64 -> 64: no crop, no resize at 64 px
+    assert torch.equal(eifn(image), to_model_input(image))
+    ean = make_transform("ean", train=False, size=64)    # 256 -> 224 at 64 px: 73 px, its centre 64
+    assert ean.scale_to == (73, 73) and ean.crop == (64, 64) and torch.equal(ean(image), ean(image))
 
 
 def test_ten_crop_gives_corners_centre_and_their_mirrors():

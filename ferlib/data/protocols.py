@@ -101,6 +101,7 @@ class Protocol:
     pretrain_on: str | None = None     # the dataset (same paper, same YAML) pre-trained on first
     notes: str = ""
     title: str = ""
+    noise: float = 0.0                 # the label-noise rate asked for ("synth-rafdb+noise10": 0.1)
 
     @property
     def base(self) -> str:
@@ -161,8 +162,31 @@ def protocol_from_entry(paper: str, dataset: str, entry: dict[str, Any], title: 
                     pretrain_on=pretrain, notes=" ".join(str(entry.get("notes", "")).split()), title=title)
 
 
+NOISE_SUFFIX = "+noise"
+
+
+def split_noise(dataset: str) -> tuple[str, float]:
+    """"synth-rafdb+noise10" -> ("synth-rafdb", 0.1): a dataset with a share of its training labels
+    flipped (`add_label_noise`), named by the percentage; a plain name has rate 0."""
+    name, sep, percent = dataset.partition(NOISE_SUFFIX)
+    if not sep:
+        return dataset, 0.0
+    if not percent.isdigit() or not 0 < int(percent) < 100:
+        raise FerlibError(f"dataset {dataset!r}: a label-noise suffix is {NOISE_SUFFIX}<percent>, e.g. "
+                          f"{name}{NOISE_SUFFIX}10 for 10% of the training labels flipped")
+    return name, int(percent) / 100
+
+
+def noisy_name(dataset: str, rate: float) -> str:
+    """`split_noise`'s inverse: ("synth-rafdb", 0.2) -> "synth-rafdb+noise20"; rate 0: the name itself."""
+    return dataset if not rate else f"{dataset}{NOISE_SUFFIX}{round(100 * rate)}"
+
+
 def load_protocol(paper: str, dataset: str) -> Protocol:
-    """The `paper`'s protocol for `dataset` ("ckplus" or "synth-ckplus": same rules)."""
+    """The `paper`'s protocol for `dataset` ("ckplus" or "synth-ckplus": same rules). A label-noise
+    suffix ("synth-rafdb+noise10") gives the same protocol with `noise` set, if the protocol lists
+    that rate under `label_noise`."""
+    dataset, noise = split_noise(dataset)
     raw = read_protocol_file(paper)
     entries = raw["datasets"]
     base = base_name(dataset)
@@ -175,6 +199,12 @@ def load_protocol(paper: str, dataset: str) -> Protocol:
     protocol = protocol_from_entry(paper, dataset, entries[base], title=raw.get("title", ""), datasets=tuple(entries))
     if protocol.synthetic and protocol.pretrain_on is not None:  # SynthFER pre-trains on SynthFER
         protocol = replace(protocol, pretrain_on=SYNTH_PREFIX + protocol.pretrain_on)
+    if noise:
+        if not any(abs(noise - r) < 1e-9 for r in protocol.label_noise):
+            listed = ", ".join(noisy_name(dataset, r) for r in protocol.label_noise) or "none"
+            raise FerlibError(f"the {paper} protocol of {dataset} trains with no {noise:.0%} label noise; its noisy "
+                              f"variants (label_noise in data_manifests/protocols/{paper}.yaml): {listed}")
+        protocol = replace(protocol, noise=noise)
     return protocol
 
 

@@ -73,8 +73,9 @@ PRESETS: dict[str, TransformPreset] = {
                "and flipped: 7 x 2 = 14 copies (a random draw samples one of the 14; the expanded set holds "
                "all 14)"),
     "ean": TransformPreset(
-        "ean", (224, 224), (224, 224), flip=True,
-        source="EAN 3.1: resized to 224x224, random flip ('or clipped randomly': the crop is not specified)"),
+        "ean", (256, 256), (224, 224), flip=True,
+        source="EAN 3.1: resized to 224x224, 'flipped or clipped randomly' (the crop is not specified: scaled to "
+               "256x256 and a random 224x224 crop, the study's reference geometry; centre crop at test)"),
     "tergan": TransformPreset(
         "tergan", (84, 84), (75, 75), flip=True, rotate_choices=(-6, -3, 0, 3, 6), train_crop="five",
         source="TER-GAN 4.1: 75x75 samples from the centre and four corners, rotated by -6/-3/3/6 deg, "

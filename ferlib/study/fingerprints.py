@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ferlib.errors import FerlibError, UnknownName
-from ferlib.experiments import adfl, baseline, eifn, ifgan
+from ferlib.experiments import adfl, baseline, ean, eifn, ifgan
 from ferlib.io import atomic_write
 
 STORED = Path(__file__).resolve().parents[2] / "data_manifests" / "fingerprints.json"
@@ -69,9 +69,12 @@ RTOL = 1e-8
 TINY = 1e-300           # |a - b| / max(|a|, |b|, TINY): two zeros agree
 
 # the experiments, in the study's order; each one's METHODS dict names its methods
-EXPERIMENTS = {"baseline": baseline, "ifgan": ifgan, "adfl": adfl, "eifn": eifn}
+EXPERIMENTS = {"baseline": baseline, "ifgan": ifgan, "adfl": adfl, "eifn": eifn, "ean": ean}
 METHODS: tuple[tuple[str, str], ...] = (("baseline", "baseline"),) + tuple(
-    (paper, method) for paper in ("ifgan", "adfl", "eifn") for method in EXPERIMENTS[paper].METHODS)
+    (paper, method) for paper in ("ifgan", "adfl", "eifn", "ean") for method in EXPERIMENTS[paper].METHODS)
+# EAN's phases start at once in the fingerprint's 3 steps: the graph (and Adj_loss) from step 1 and SCN's
+# relabelling too, so the steps run every loss its method has
+EAN_PHASES = dict(graph_start=0, relabel_epoch=1)
 
 
 def key(paper: str, method: str) -> str:
@@ -89,8 +92,8 @@ def check_method(paper: str, method: str) -> None:
 def preset_config(paper: str):
     """The smoke preset's config of `paper` on its default dataset (SynthFER CK+), CPU, `SIZES` applied."""
     configs = {"baseline": baseline.BaselineConfig, "ifgan": ifgan.IFGANConfig, "adfl": adfl.ADFLConfig,
-               "eifn": eifn.EIFNConfig}
-    return configs[paper].from_preset(PRESET, device="cpu", size=SIZES.get(paper))
+               "eifn": eifn.EIFNConfig, "ean": ean.EANConfig}
+    return configs[paper].from_preset(PRESET, device="cpu", size=SIZES.get(paper), **(EAN_PHASES if paper == "ean" else {}))
 
 
 def classes_of(paper: str, cfg) -> tuple[str, ...]:
@@ -115,6 +118,15 @@ def tiny_batch(num_classes: int, size: tuple[int, int], dtype: torch.dtype = DTY
     return {"image": image, "label": index % num_classes, "subject": index % SUBJECTS}
 
 
+def ean_batch(batch: dict) -> dict:
+    """The tiny batch as EAN's tasks read it: dataset indices 0..B-1 (SCN's label table), and the same
+    images as views (a frontal, a profile, an occluded and a relit one per `SUBJECTS` group)."""
+    index = torch.arange(BATCH_SIZE)
+    views = {"image": batch["image"].flip(0), "identity": index % SUBJECTS, "frontal": index % 4 == 0,
+             "profile": index % 4 == 1, "label": batch["label"], "class_known": torch.ones(BATCH_SIZE, dtype=torch.bool)}
+    return batch | {"index": index, "views": views}
+
+
 def build(paper: str, method: str, cfg, classes: tuple[str, ...]):
     """The method's task, built as its experiment builds it for a fold (IF-GAN's I_AE still zero)."""
     if paper == "baseline":
@@ -123,6 +135,9 @@ def build(paper: str, method: str, cfg, classes: tuple[str, ...]):
         return ifgan.build_task(cfg, method, len(classes), CHANNELS)
     if paper == "adfl":
         return adfl.build_task(cfg, method, classes, CHANNELS)
+    if paper == "ean":
+        index = torch.arange(BATCH_SIZE)
+        return ean.build_task(cfg, method, len(classes), CHANNELS, index, index % len(classes), SUBJECTS)
     return eifn.build_task(cfg, method, len(classes), torch.arange(SUBJECTS), CHANNELS, cfg.dataset,
                            lr_step=cfg.lr_step)
 
@@ -169,6 +184,8 @@ def training_fingerprint(paper: str, method: str, steps: int = STEPS) -> dict:
         for module in task.modules.values():
             module.to(device, DTYPE)          # the same parameter objects: the optimisers keep them
         batch = tiny_batch(len(classes), input_size(paper, cfg))
+        if paper == "ean":                    # SCN's label table is keyed by index; G_enc's views
+            batch = ean_batch(batch)
         if paper == "ifgan":                  # I_AE: the batch's per-class means (as fold_averages)
             from ferlib.models.ifgan import average_targets
             task.model.averages.copy_(average_targets(batch["image"], batch["label"], len(classes)))

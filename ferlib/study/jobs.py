@@ -74,6 +74,21 @@ class PaperStudy:
         cfg = self.defaults()
         return tuple(cfg.table_dataset_list()) if hasattr(cfg, "table_dataset_list") else ()
 
+    def grid_datasets(self) -> tuple[str, ...]:
+        """The datasets of the study's grid: the experiment's `GRID_DATASETS`, else primary and tables."""
+        return tuple(getattr(self.experiment, "GRID_DATASETS", (self.primary(), *self.table_datasets())))
+
+    def grid_methods(self, dataset: str) -> tuple[str, ...]:
+        """The methods the grid runs on `dataset`: the experiment's `grid_methods(dataset)`, else all."""
+        chooser = getattr(self.experiment, "grid_methods", None)
+        return tuple(chooser(dataset)) if chooser else self.methods()
+
+    def seeds(self, dataset: str | None = None) -> tuple[int, ...]:
+        """The seeds the grid's jobs on `dataset` run with: the experiment's `grid_seeds(dataset)` (EAN's
+        replicates of an official split), else (0,)."""
+        chooser = getattr(self.experiment, "grid_seeds", None)
+        return tuple(chooser(dataset)) if chooser and dataset is not None else (0,)
+
     def config_for(self, job: Job, data_root: str | None = None, out_dir: Path | str = WORK_DIR, **overrides):
         """The experiment's config of `job`: its preset, then the job's dataset, fold, method and seed."""
         check_job(job)
@@ -106,6 +121,16 @@ class ValidityStudy:
     def table_datasets(self) -> tuple[str, ...]:
         return ()
 
+    def grid_datasets(self) -> tuple[str, ...]:
+        return ("synthfer",)
+
+    def grid_methods(self, dataset: str) -> tuple[str, ...]:
+        return self.methods()
+
+    def seeds(self, dataset: str | None = None) -> tuple[int, ...]:
+        from ferlib.study.sweep import VALIDITY_SEEDS
+        return VALIDITY_SEEDS
+
     def config_for(self, job: Job, data_root=None, out_dir=None, **overrides):
         from ferlib.data.validity import ValidityConfig
         check_job(job)
@@ -117,6 +142,7 @@ PAPERS = {
     "ifgan": PaperStudy("ifgan", "ferlib.experiments.ifgan", "IFGANConfig"),
     "adfl": PaperStudy("adfl", "ferlib.experiments.adfl", "ADFLConfig"),
     "eifn": PaperStudy("eifn", "ferlib.experiments.eifn", "EIFNConfig"),
+    "ean": PaperStudy("ean", "ferlib.experiments.ean", "EANConfig"),
     "synthfer": ValidityStudy(),
 }
 
@@ -307,7 +333,7 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
     from ferlib.experiments.common import identity_leakage
     engine = result.record
     test = {k: engine["test"][k] for k in ("acc", "macro_acc", "loss", "n", "per_class_acc", "confusion", "class_names")}
-    extras = extras_of(job, result)
+    extras = extras_of(job, result, cfg)
     probe = classifier_probe(job, result, extras)
     training = {
         "best_epoch": engine["best_epoch"], "epochs_run": len(engine["history"]), "epochs_cap": cfg.epochs,
@@ -347,8 +373,17 @@ ADFL_CLASSIFIER_FEATURE = {"adfl": "h_r", "baseline": "f_e"}
 
 
 def classifier_probe(job: Job, result, extras: dict) -> dict:
-    """The identity-leakage probe on the features the method classifies from (`common.identity_leakage`)."""
+    """The identity-leakage probe on the features the method classifies from (`common.identity_leakage`;
+    EAN's datasets hold one image per person: there, on the held-out people of its views set)."""
     from ferlib.experiments.common import identity_leakage
+    if job.paper == "ean":
+        views = extras["views"]
+        probe = views.get("identity_probe")
+        if probe is None:
+            return {"acc": None, "chance": None, "ratio": None,
+                    "unmeasured": "the views set's held-out people have no second group of views to hold out"}
+        return {k: probe[k] for k in ("acc", "chance", "ratio")} | {
+            "feature": f"pooled backbone features of {views['images']} views of {views['people']} held-out people"}
     if job.paper == "adfl":
         from ferlib.experiments.adfl import FEATURE_TITLES
         title = FEATURE_TITLES[ADFL_CLASSIFIER_FEATURE[job.method]]
@@ -359,11 +394,15 @@ def classifier_probe(job: Job, result, extras: dict) -> dict:
     return identity_leakage(result.task, result.data, seed=job.seed)
 
 
-def extras_of(job: Job, result) -> dict:
-    """What the chapter's figures and paper-specific tables need from this fold."""
+def extras_of(job: Job, result, cfg=None) -> dict:
+    """What the chapter's figures and paper-specific tables need from this fold (the figures' arrays from
+    the figure fold of seed 0 only)."""
     extras: dict = {}
-    if job.fold == EMBEDDING_FOLD:
+    figure = job.fold == EMBEDDING_FOLD and job.seed == 0
+    if figure:
         extras["embedding"] = embedding_of(result)
+    if job.paper == "ean":
+        extras |= paper_study("ean").experiment.extras(job.method, result, cfg, figure)
     if job.paper == "ifgan" and job.method != "resnet":
         extras["generator"] = generator_quality(result)
         if job.fold == EMBEDDING_FOLD:

@@ -60,15 +60,32 @@ def study_frame(paper: str, preset: str = STUDY, registry: Path | str = REGISTRY
                      "failure": r.get("failure") or "", "acc": 100 * r["test"]["acc"],
                      "macro_acc": 100 * r["test"]["macro_acc"], "chance": 100 * r["chance"],
                      "identity_probe": probe_value(r, "acc", 100), "identity_x_chance": probe_value(r, "ratio"),
+                     "view_similarity": view_similarity(r),
                      "best_epoch": t["best_epoch"], "epochs_run": t["epochs_run"], "epochs_cap": t["epochs_cap"],
                      "stopped_early": t["stopped_early"], "plateau": plateau_shown(t),
                      "stale": record_staleness(r, stored), "data": r["data"],
                      "wall_time_s": job_seconds(r), "threads": r["provenance"]["threads"],
                      "cpu": r["provenance"]["cpu"], "commit": r["provenance"]["git_commit"], "record": r})
     columns = ["paper", "method", "dataset", "fold", "preset", "seed", "base", "status", "failure", "acc", "macro_acc",
-               "chance", "identity_probe", "identity_x_chance", "best_epoch", "epochs_run", "epochs_cap",
+               "chance", "identity_probe", "identity_x_chance", "view_similarity", "best_epoch", "epochs_run", "epochs_cap",
                "stopped_early", "plateau", "stale", "data", "wall_time_s", "threads", "cpu", "commit", "record"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def view_similarity(record: dict) -> float:
+    """EAN's invariance measurement (`experiments.ean.view_invariance`): the mean cosine similarity (x 100)
+    of a held-out person's frontal view to their other views; NaN where the record has none."""
+    views = record.get("extras", {}).get("views") or {}
+    value = views.get("mean_similarity")
+    return np.nan if value is None else 100 * float(value)
+
+
+def replicate_keys(frame: pd.DataFrame):
+    """How a claim pairs two methods' records: by fold, or, where the records span several seeds (EAN's
+    replicates of one official split), by (fold, seed) written "fold f seed s"."""
+    if frame["seed"].nunique() > 1:
+        return lambda group: [f"fold {f} seed {s}" for f, s in zip(group["fold"], group["seed"])]
+    return lambda group: list(group["fold"])
 
 
 def probe_value(record: dict, key: str, scale: float = 1.0) -> float:
@@ -221,11 +238,12 @@ def judged_claims(paper: str, frame: pd.DataFrame) -> pd.DataFrame:
     table, with how many of each side's folds showed their plateau (`plateau_cell`) before the verdict."""
     from ferlib.study.claims import claims_table, judge
     rows, plateaus = [], []
+    keys = replicate_keys(frame)
     for claim in paper_claims(paper):
         def side(method):
             group = frame[(frame["method"] == method) & (frame["base"] == claim.dataset) & (frame["stale"] == "")]
             ok = group[group["status"] == "ok"]
-            return (dict(zip(ok["fold"], ok[claim.metric])), tuple(group.loc[group["status"] != "ok", "fold"]),
+            return (dict(zip(keys(ok), ok[claim.metric])), tuple(keys(group[group["status"] != "ok"])),
                     f"{method} {plateau_cell(group)}")
         (values_m, failed_m, plateau_m), (values_b, failed_b, plateau_b) = side(claim.method), side(claim.baseline)
         rows.append(judge(claim, values_m, values_b, failed_method=failed_m, failed_baseline=failed_b))

@@ -31,7 +31,7 @@ from ferlib.study.records import REGISTRY, Job, find_record, iter_records, job_s
 VALIDITY_SEEDS = (0, 1, 2)   # the datasheet's validity numbers: mean over these seeds
 TABLE_FOLDS = 3          # folds of each paper's other table datasets (its primary dataset: all)
 DEFAULT_COST_S = {       # seconds per job on one CPU thread when the registry has no record to learn from
-    "baseline": 60, "ifgan": 600, "adfl": 120, "eifn": 150, "synthfer": 90,
+    "baseline": 60, "ifgan": 600, "adfl": 120, "eifn": 150, "ean": 300, "synthfer": 90,
 }
 
 
@@ -40,16 +40,17 @@ def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, fol
                methods: Iterable[str] | None = None) -> list[Job]:
     """Every job of the grid: per paper, its primary dataset at all folds and its table datasets at
     `TABLE_FOLDS` folds, or the `datasets` / `folds` / `methods` given (folds a dataset lacks are left out).
-    One seed (0) per job by default; the SynthFER datasheet's validity numbers take `VALIDITY_SEEDS`."""
+    The datasets are the paper's `grid_datasets()` and on each its `grid_methods(dataset)` (EAN: its noisy
+    variants, Tables 3-4's methods only); the seeds its `seeds()`: (0,) by default, EAN's replicates of its
+    one official split, the SynthFER datasheet's `VALIDITY_SEEDS`."""
     from ferlib.study.jobs import dataset_folds, paper_study
     jobs = []
     for paper in papers:
         study = paper_study(paper)
         if preset not in study.presets():
             raise UnknownName(f"preset of {paper}", preset, study.presets())
-        names = list(datasets) if datasets else [study.primary(), *study.table_datasets()]
-        chosen_methods = list(methods) if methods else list(study.methods())
-        for m in chosen_methods:
+        names = list(datasets) if datasets else list(study.grid_datasets())
+        for m in methods or ():
             if m not in study.methods():
                 raise UnknownName(f"method of {paper}", m, study.methods())
         for dataset in names:
@@ -58,7 +59,8 @@ def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, fol
                 fold_list = [f for f in folds if f < k]
             else:
                 fold_list = list(range(k)) if dataset == study.primary() else list(range(min(TABLE_FOLDS, k)))
-            chosen_seeds = list(seeds) if seeds else list(VALIDITY_SEEDS if paper == "synthfer" else (0,))
+            chosen_seeds = list(seeds) if seeds else list(study.seeds(dataset))
+            chosen_methods = [m for m in (methods or study.grid_methods(dataset))]
             jobs += [Job(paper, m, dataset, f, preset, s) for s in chosen_seeds for m in chosen_methods for f in fold_list]
     return jobs
 

@@ -1,0 +1,219 @@
+"""EAN: A = I in the first phase, the graph and Adj_loss after it, which parameters each of D_m's and
+G_enc's losses reaches, the transductive prediction that changes with batch mates (while A = I's does
+not), the views set and the label noise of the experiment."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ferlib.engine import Precision
+from ferlib.errors import FerlibError
+from ferlib.models.ean import EAN, EANTask, frozen, normalised_maps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CLASSES = 4
+IDENTITIES = 3
+
+
+def make_task(graph=True, invariant=True, graph_start=2, adjacency="soft", backbone="resnet18"):
+    model = EAN(CLASSES, backbone, 3, width_divisor=16, graph=graph, gcn_dims=(16, 16), invariant=invariant,
+                num_identities=IDENTITIES, tau1=0.5, tau2=None, adjacency=adjacency, disc_width=8)
+    task = EANTask(model, lr=0.01, lr_step=10, graph_start=graph_start)
+    task.amp = Precision(torch.device("cpu"), False)
+    return task
+
+
+def views(n=8, generator=None):
+    g = generator or torch.Generator().manual_seed(3)
+    frontal = torch.arange(n) % 4 == 0
+    return {"image": torch.randn(n, 3, 64, 64, generator=g), "identity": torch.arange(n) % IDENTITIES,
+            "frontal": frontal, "profile": torch.arange(n) % 4 == 1, "label": torch.arange(n) % CLASSES,
+            "class_known": torch.ones(n, dtype=torch.bool)}
+
+
+def batch(n=8, with_views=True):
+    g = torch.Generator().manual_seed(4)
+    out = {"image": torch.randn(n, 3, 64, 64, generator=g), "label": torch.arange(n) % CLASSES}
+    if with_views:
+        out["views"] = views(n)
+    return out
+
+
+def reached(loss, model) -> set[str]:
+    """The top-level parts of `model` whose parameters get a non-zero gradient from `loss`."""
+    model.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    parts = set()
+    for name, p in model.named_parameters():
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            parts.add(".".join(name.split(".")[:2]) if name.startswith("encoder.") else name.split(".")[0])
+    return parts
+
+
+def test_shapes_and_the_first_phase_uses_the_identity_graph():
+    task = make_task(graph_start=2)
+    assert [task.epoch(), task.graph_phase()] == [1, False]
+    parts = task.model.fer_losses(batch()["image"], batch()["label"], use_graph=task.graph_phase())
+    assert set(parts) == {"ce"}                            # no Adj_loss while A = I
+    task.schedulers["net"].step(), task.schedulers["net"].step()
+    assert [task.epoch(), task.graph_phase()] == [3, True]
+    parts = task.model.fer_losses(batch()["image"], batch()["label"], use_graph=True)
+    assert set(parts) == {"ce", "adj", "links", "cross_links"} and parts["adj"].item() >= 0
+    a = task.model.batch_adjacency(task.model.features(batch()["image"])[1]).detach()
+    other = (batch()["label"][:, None] != batch()["label"][None, :]).float()
+    assert parts["links"].item() == pytest.approx(a.mean().item(), rel=1e-5)
+    assert parts["cross_links"].item() == pytest.approx(((a * other).sum() / other.sum()).item(), rel=1e-5)
+    assert task.model(batch()["image"]).shape == (8, CLASSES)
+
+
+def test_with_the_identity_graph_each_face_is_classified_alone():
+    task = make_task()
+    task.model.eval()
+    x = batch()["image"]
+    alone = task.predict({"image": x, "label": None})[0]
+    y = x.clone()
+    y[1:] = torch.randn(7, 3, 64, 64)                      # other batch mates
+    assert torch.allclose(task.predict({"image": y, "label": None})[0][0], alone[0], atol=1e-5)
+    assert torch.allclose(task.predict({"image": x[:1], "label": None})[0][0], alone[0], atol=1e-5)
+
+
+def test_the_transductive_prediction_changes_with_batch_mates():
+    task = make_task()
+    task.model.eval()
+    x = batch()["image"]
+    with torch.no_grad():                                  # a low tau1: every pair is linked
+        task.model.tau1, task.model.temperature = -1.0, 0.05
+        together = task.transductive_logits(x)
+        other = x.clone()
+        other[1:] = torch.randn(7, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+        moved = task.transductive_logits(other)
+    assert not torch.allclose(together[0], moved[0], atol=1e-4)
+
+
+def test_which_parameters_each_loss_reaches():
+    task = make_task()
+    model, b = task.model, batch()
+    v = b["views"]
+    d_loss = model.discriminator_loss(v["image"], v["identity"], v["frontal"], v["profile"])
+    assert reached(d_loss, model) == {"discriminator"}
+    parts = model.invariance_loss(v["image"], v["identity"], v["frontal"], v["label"], v["class_known"])
+    stem = {"encoder.conv1", "encoder.bn1", "encoder.layer1", "encoder.layer2", "encoder.layer3"}
+    assert reached(parts["adv"], model) == stem           # G_enc up to Conv3, never D_m
+    assert reached(parts["view_ce"], model) == stem | {"encoder.layer4", "gcn", "classifier"}
+    fer = model.fer_losses(b["image"], b["label"], use_graph=True)
+    assert "discriminator" not in reached(fer["ce"], model)
+    assert reached(fer["adj"], model) <= stem | {"encoder.layer4"}       # through the features only
+    assert all(p.requires_grad for p in model.discriminator.parameters())  # `frozen` restores the flags
+
+
+def test_frozen_blocks_the_discriminator_and_restores_it():
+    task = make_task()
+    d = task.model.discriminator
+    maps = torch.randn(2, task.model.encoder.conv3_channels, 4, 4, requires_grad=True)
+    with frozen(d):
+        who, _ = d(normalised_maps(maps))
+        who.sum().backward()
+    assert maps.grad is not None and all(p.grad is None for p in d.parameters())
+    assert all(p.requires_grad for p in d.parameters())
+
+
+def test_a_training_step_updates_d_then_the_network():
+    task = make_task(graph_start=0)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    task.model.train()
+    logged = task.train_step(batch(), 0)
+    assert {"d", "ce", "adj", "links", "cross_links", "adv", "view_ce", "loss"} <= set(logged)
+    after = task.model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert {"encoder", "gcn", "classifier", "discriminator"} <= changed
+
+
+def test_the_hard_adjacency_is_selectable_and_gives_adj_loss_no_gradient():
+    task = make_task(adjacency="hard")
+    b = batch()
+    parts = task.model.fer_losses(b["image"], b["label"], use_graph=True)
+    assert not parts["adj"].requires_grad
+    with pytest.raises(FerlibError, match="adjacency"):
+        EAN(CLASSES, adjacency="sharp", invariant=False)
+
+
+def test_table5_backbones_build_with_and_without_g_enc():
+    for backbone in ("alexnet", "vgg13", "vgg16"):
+        task = make_task(graph=False, invariant=True, backbone=backbone)
+        assert task.model.gcn is None and task.model(batch()["image"]).shape == (8, CLASSES)
+        v = views()
+        parts = task.model.invariance_loss(v["image"], v["identity"], v["frontal"], v["label"], v["class_known"])
+        assert set(parts) == {"adv", "view_ce"}
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+def test_label_noise_flips_exactly_the_share_seeded_and_keeps_the_clean_label():
+    from ferlib.experiments import ean
+    from ferlib.experiments.common import make_fold
+    cfg = ean.EANConfig.from_preset("smoke", dataset="synth-rafdb+noise20", scales="synth-rafdb=0.02")
+    assert (cfg.clean_dataset, cfg.noise) == ("synth-rafdb", 0.2)
+    data = ean.load(cfg)
+    fold = make_fold(data, 0, transform="ean", size=cfg.size)
+    noisy, flips = ean.with_label_noise(fold, cfg.noise, seed=0, size=cfg.size)
+    m = noisy.manifest
+    trained = m[m["split"] != "test"]
+    assert flips["flipped"] == round(0.2 * len(trained)) == int((trained["label"] != trained["label_noisy"]).sum())
+    test = m[m["split"] == "test"]
+    assert (test["label"] == test["label_noisy"]).all()                      # test labels untouched
+    assert list(noisy.test.labels) == list(fold.test.labels)
+    assert (m["label"] == fold.manifest["label"]).all()                      # the clean label is kept
+    noisy_train = [noisy.classes[i] for i in noisy.train.labels]
+    assert noisy_train == list(m.loc[noisy.train.index, "label_noisy"])      # training reads the noisy one
+    again, _ = ean.with_label_noise(fold, 0.2, seed=0, size=cfg.size)
+    other, _ = ean.with_label_noise(fold, 0.2, seed=1, size=cfg.size)
+    assert again.manifest["label_noisy"].equals(m["label_noisy"])
+    assert not other.manifest["label_noisy"].equals(m["label_noisy"])
+
+
+def test_noisy_dataset_names_are_checked_against_the_protocol():
+    from ferlib.data.protocols import load_protocol, noisy_name, split_noise
+    assert load_protocol("ean", "synth-rafdb+noise10").noise == 0.1
+    assert noisy_name("synth-ferplus", 0.2) == "synth-ferplus+noise20" and split_noise("rafdb") == ("rafdb", 0.0)
+    with pytest.raises(FerlibError, match="no 40% label noise"):
+        load_protocol("ean", "synth-rafdb+noise40")
+    with pytest.raises(FerlibError, match="noise suffix"):
+        split_noise("synth-rafdb+noiseX")
+
+
+def test_views_people_held_out_are_never_trained_on():
+    from ferlib.data.views import ViewsDataset, WithViews, load_views, split_people
+    views = load_views("synth-pairs", size=32, channels=1, scale=0.1)
+    assert views.images.shape[-1] == 1 and set(views.manifest["view"]) == {"frontal", "profile", "occluded", "relit"}
+    train, held = split_people(views, 0.2, seed=0)
+    assert not set(train.manifest["subject"]) & set(held.manifest["subject"])
+    assert len(set(held.manifest["subject"])) >= 1
+    data = ViewsDataset(train, ("neutral", "happiness"))
+    sample = data[0]
+    assert sample["image"].shape == (1, 32, 32) and 0 <= sample["identity"] < len(data.people)
+    known = [data[i]["class_known"] for i in range(len(data))]
+    assert any(known) and not all(known)     # only neutral and happiness are among these classes
+
+    class Fer(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(1, 32, 32), "label": 0}
+    paired = WithViews(Fer(), data, seed=0)
+    assert len(paired) == 5 and set(paired[0]["views"]) >= {"image", "identity", "frontal", "profile"}
+
+
+def test_grid_runs_tables_3_4_methods_on_noisy_data_and_replicates_seeds():
+    from ferlib.experiments import ean
+    from ferlib.study.sweep import study_grid
+    jobs = study_grid(["ean"])
+    assert {j.dataset for j in jobs} == set(ean.GRID_DATASETS)
+    assert {j.method for j in jobs if "+noise" in j.dataset} == set(ean.NOISY)
+    official = [j for j in jobs if j.dataset in ("synth-rafdb", "synth-ferplus")]
+    assert {(j.fold, j.seed) for j in official} == {(0, s) for s in ean.SEEDS}          # seeds replicate one split
+    assert {(j.fold, j.seed) for j in jobs if j.dataset == ean.STAND_IN} == {(f, 0) for f in range(3)}  # folds do
+    assert {j.method for j in jobs if j.dataset == ean.STAND_IN} == set(ean.METHODS)
