@@ -26,7 +26,7 @@ from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
 from ferlib.engine import Precision, resolve_device  # noqa: E402
-from ferlib.experiments import adfl, baseline, eifn, ifgan  # noqa: E402
+from ferlib.experiments import adfl, baseline, ean, eifn, ifgan  # noqa: E402
 from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
@@ -71,10 +71,20 @@ def bench_loader(quick: bool) -> Row:
     return Row("cached loader", "64 px, baseline train transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
 
 
+def ean_batch(batch: dict) -> dict:
+    """EAN's tasks also read dataset indices (SCN's label table) and a views batch (G_enc): the same images,
+    a quarter of them frontal, a quarter profile."""
+    n, device = len(batch["label"]), batch["label"].device
+    index = torch.arange(n, device=device)
+    views = {"image": batch["image"].flip(0), "identity": index % 10, "frontal": index % 4 == 0,
+             "profile": index % 4 == 1, "label": batch["label"], "class_known": torch.ones(n, dtype=torch.bool, device=device)}
+    return batch | {"index": index, "views": views}
+
+
 def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int,
-                   warm_up: bool = True) -> Row:
+                   warm_up: bool = True, batch_hook=None) -> Row:
     """Train `steps` steps on random data shaped like the paper preset's input, after one untimed warm-up
-    step unless `warm_up` is False."""
+    step unless `warm_up` is False; `batch_hook` adds what a task needs beyond image, label and subject."""
     task = make_task()
     task.device, task.amp = device, Precision(device, enabled=True)  # what `fit` would set
     for m in task.modules.values():
@@ -86,6 +96,8 @@ def bench_training(name: str, make_task, input_shape, batch_size: int, device: t
         "label": torch.randint(0, 7, (batch_size,), generator=gen).to(device),
         "subject": torch.randint(0, 10, (batch_size,), generator=gen).to(device),
     }
+    if batch_hook is not None:
+        batch = batch_hook(batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if warm_up:
@@ -111,8 +123,9 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
     def batch_of(cfg, preset):
         return min(cfg.batch_size, 2) if tiny and preset == "paper" else cfg.batch_size
 
-    def row(name, make_task, shape, cfg, preset):
-        return bench_training(name, make_task, shape, batch_of(cfg, preset), device, steps, warm_up=not tiny)
+    def row(name, make_task, shape, cfg, preset, batch_hook=None):
+        return bench_training(name, make_task, shape, batch_of(cfg, preset), device, steps, warm_up=not tiny,
+                              batch_hook=batch_hook)
 
     rows = []
     for preset in ("paper", "smoke"):
@@ -134,6 +147,14 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
         rows.append(row(f"EIFN (I + E + bilinear + identity head), {preset} preset",
                         lambda: eifn.build_task(cfg, "eifn", 7, torch.arange(10), 3, "ckplus", lr_step=cfg.lr_step),
                         (3, cfg.size, cfg.size), cfg, preset))
+    for preset in ("paper", "smoke"):
+        cfg = ean.EANConfig.from_preset(preset, graph_start=0)   # the graph phase: the costlier step
+        index = torch.arange(max(cfg.batch_size, 2))
+        for method, parts in (("baseline", "ResNet-18 baseline"), ("scn", "SCN (ResNet-18)"),
+                              ("ean", "EAN (G_enc + D_m + graph + GCN)")):
+            rows.append(row(f"EAN paper: {parts}, {preset} preset",
+                            lambda: ean.build_task(cfg, method, 7, 3, index, index % 7, 10),
+                            (3, cfg.size, cfg.size), cfg, preset, ean_batch))
     return rows
 
 

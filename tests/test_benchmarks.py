@@ -17,6 +17,8 @@ def test_benchmark_table_has_a_row_per_part():
         "train IF-GAN (G + D + E), smoke preset", "train ADFL baseline (S + B_e, AM-Softmax), paper preset",
         "train ADFL (S + B_e + B_n + B_r), paper preset", "train ADFL baseline (S + B_e, AM-Softmax), smoke preset",
         "train ADFL (S + B_e + B_n + B_r), smoke preset", "train EIFN (I + E + bilinear + identity head), paper preset",
-        "train EIFN (I + E + bilinear + identity head), smoke preset"]
+        "train EIFN (I + E + bilinear + identity head), smoke preset",
+        *(f"train EAN paper: {parts}, {preset} preset" for preset in ("paper", "smoke")
+          for parts in ("ResNet-18 baseline", "SCN (ResNet-18)", "EAN (G_enc + D_m + graph + GCN)"))]
     for row in rows:
         assert float(row.split("|")[3].replace(",", "")) > 0

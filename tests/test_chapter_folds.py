@@ -30,6 +30,13 @@ def run_setup(paper: str, tmp_path, **parameters) -> dict:
     return namespace
 
 
+def test_ean_whose_datasets_have_one_split_refuses_fold_3_clearly_and_runs_it_on_the_stand_in(tmp_path):
+    with pytest.raises(FerlibError, match="fold 3 is out of range: this protocol has 1 folds"):
+        run_setup("ean", tmp_path, fold=3)
+    ns = run_setup("ean", tmp_path, fold=3, dataset="synth-bu3dfe", table_datasets="synth-ferplus")
+    assert ns["cfg"].fold == 3 and [(t.dataset, t.fold) for t in ns["plan"].tables] == [("synth-ferplus", 0)]
+
+
 @pytest.mark.parametrize("paper", CHAPTERS)
 def test_the_readme_fold_runs_every_default_table_dataset(paper, tmp_path, capsys):
     ns = run_setup(paper, tmp_path, fold=3)
@@ -45,7 +52,7 @@ def test_the_readme_fold_runs_every_default_table_dataset(paper, tmp_path, capsy
         assert "synth-rafdb has one official train/test split" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("paper", CHAPTERS)
+@pytest.mark.parametrize("paper", (*CHAPTERS, "ean"))
 def test_a_fold_the_protocol_lacks_is_refused_before_training(paper, tmp_path, monkeypatch):
     import ferlib.engine
     monkeypatch.setattr(ferlib.engine, "fit_and_test", lambda *a, **k: pytest.fail("training started"))

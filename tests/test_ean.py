@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import notebook_parameter_names
 
 from ferlib.engine import Precision
 from ferlib.errors import FerlibError
@@ -217,3 +218,60 @@ def test_grid_runs_tables_3_4_methods_on_noisy_data_and_replicates_seeds():
     assert {(j.fold, j.seed) for j in official} == {(0, s) for s in ean.SEEDS}          # seeds replicate one split
     assert {(j.fold, j.seed) for j in jobs if j.dataset == ean.STAND_IN} == {(f, 0) for f in range(3)}  # folds do
     assert {j.method for j in jobs if j.dataset == ean.STAND_IN} == set(ean.METHODS)
+
+
+def test_notebook_parameters_map_onto_the_config_and_the_paper_preset_is_the_papers():
+    from ferlib.experiments import ean
+    from ferlib.study.results import VIEW_PARAMETERS
+    names = notebook_parameter_names("ean")
+    assert set(VIEW_PARAMETERS) <= names
+    assert names - set(VIEW_PARAMETERS) <= {f.name for f in dataclasses.fields(ean.EANConfig)}
+    assert {"dataset", "fold", "folds", "preset", "epochs", "seed", "data_root", "device", "out_dir", "methods",
+            "pretrained", "views", "views_root"} <= names
+    paper = ean.EANConfig.from_preset("paper")
+    assert (paper.size, paper.width_divisor, paper.batch_size, paper.optimizer, paper.lr, paper.lr_step,
+            paper.graph_start, paper.alpha, paper.beta, paper.margin_rank, paper.margin_relabel) == \
+        (224, 1, 64, "sgd", 0.1, 20, 50, 0.1, 0.7, 0.15, 0.2)
+    assert set(ean.PRESETS["paper"]) == set(ean.PRESETS["smoke"]) == set(ean.PRESETS["study"])
+    with pytest.raises(FerlibError, match="choose from baseline, scn, ean"):
+        ean.EANConfig.from_preset("smoke", methods="ean,gcn").method_list()
+
+
+def test_the_views_set_reads_cfp_through_its_adapter(tmp_path):
+    from ferlib.data.layouts import cfp as cfp_layout
+    from ferlib.data.views import load_views, split_people
+    fixture = cfp_layout.build(tmp_path)
+    views = load_views("cfp", str(fixture.root), size=32, channels=3)
+    assert set(views.manifest["view"]) == {"frontal", "profile"} and (views.manifest["label"] == "").all()
+    assert views.images.shape[1:] == (32, 32, 3) and len(views.images) == len(views.manifest)
+    train, held = split_people(views, 0.25)
+    assert set(train.manifest["subject"]).isdisjoint(held.manifest["subject"])
+    with pytest.raises(FerlibError, match="views_root"):
+        load_views("cfp", None)
+
+
+def test_a_smoke_run_lowers_the_cross_entropy_and_records_its_noise(tmp_path):
+    from ferlib.experiments import ean
+    cfg = ean.EANConfig.from_preset("smoke", dataset="synth-bu3dfe+noise10", methods="ean", device="cpu",
+                                    out_dir=str(tmp_path), epochs=4, graph_start=2)
+    result = ean.run(cfg, progress=False)
+    record = result.folds[0].record
+    ce = [h["train_ce"] for h in record["history"]]
+    assert ce[-1] < ce[0] and "train_adj" in record["history"][-1] and "train_adj" not in record["history"][0]
+    assert record["label_noise"]["flipped"] == round(0.1 * record["label_noise"]["eligible"])
+    extras = ean.extras("ean", result.folds[0], cfg, figure_fold=True)
+    assert {"views", "transductive", "association"} <= set(extras)
+    assert [b["batch_size"] for b in extras["transductive"]["by_batch"]] == [16, 64, 128]
+
+
+def test_the_views_people_are_never_the_fer_datasets_people():
+    # SynthFER presets are populations: the same subject name in two presets is two different people
+    # (identity = f(seed, population, index)); G_enc's views must come from a population of their own
+    from ferlib.data import synth
+    from ferlib.data.protocols import split_noise
+    from ferlib.data.registry import base_name
+    from ferlib.experiments import ean
+    views = synth.get_preset(base_name(ean.EANConfig().views)).population
+    fer = {synth.get_preset(base_name(split_noise(d)[0])).population for d in ean.GRID_DATASETS}
+    assert views not in fer and len(fer) == 3
+    assert synth.make_identity(0, 5, population=views) != synth.make_identity(0, 5, population=min(fer))

@@ -305,10 +305,10 @@ def registry_cost(frame: pd.DataFrame, titles: dict[str, str] | None = None,
 
 # ----------------------------------------------------------------------------- the introduction's findings
 
-PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN"}
+PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN", "ean": "EAN"}
 
 
-def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
+def findings(papers=("ifgan", "adfl", "eifn", "ean"), preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
     """Every claim of the papers present: the paper's difference, ours on SynthFER (paired over folds,
     95% interval, n) and the verdict, and the verdict on real data ("pending real data": no licensed
     dataset has run). Our columns come from the registry's current records only."""
@@ -334,7 +334,7 @@ def findings(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Pa
     return pd.DataFrame(rows)
 
 
-def findings_markdown(papers=("ifgan", "adfl", "eifn"), preset: str = STUDY, registry: Path | str = REGISTRY) -> str:
+def findings_markdown(papers=("ifgan", "adfl", "eifn", "ean"), preset: str = STUDY, registry: Path | str = REGISTRY) -> str:
     """`findings` as the markdown the introduction includes (book/findings.md, written by `make book`)."""
     from ferlib.study.claims import VERDICT_RULE
     table = findings(papers, preset, registry)
