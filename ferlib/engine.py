@@ -100,6 +100,8 @@ class EngineConfig:
         (`epochs` is then the cap); the record's `stopped_early` says whether it did. 0: train all epochs.
     min_epochs: early stopping never ends a run before this many epochs (a warm-up for a network whose
         validation accuracy stays at its first value for a while before it starts to learn).
+    select_from: only epochs from this one on can be kept as the best (EAN: the epochs that trained with
+        the graph); earlier epochs are validated and logged but never selected. 1: every epoch.
     """
 
     epochs: int
@@ -114,6 +116,7 @@ class EngineConfig:
     log_every: int = 0
     patience: int = 0
     min_epochs: int = 0
+    select_from: int = 1
 
 
 # ----------------------------------------------------------------------------- seeds and device
@@ -185,10 +188,15 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
 
 def set_loader_epoch(loader: Iterable, epoch: int) -> None:
     """Before epoch `epoch`: re-seed a `make_loader` loader (its order and its workers' seeds);
-    call `set_epoch` on any other sampler that has one; leave other loaders alone."""
+    call `set_epoch` on any other sampler that has one, and on the loader's dataset if it has one (a
+    dataset whose samples depend on the epoch, e.g. EAN's FER images paired anew with views each
+    epoch); leave other loaders alone."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
     if isinstance(sampler, EpochSampler) and getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(epoch_seed(sampler.seed, epoch, stream=1))
 
@@ -566,6 +574,8 @@ def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None
         raise FerlibError(f"select_metric {cfg.select_metric!r} is not one of {', '.join(VAL_METRICS)}")
     if cfg.epochs < 1:
         raise FerlibError(f"epochs={cfg.epochs}: train for at least one epoch")
+    if not 1 <= cfg.select_from <= cfg.epochs:
+        raise FerlibError(f"select_from={cfg.select_from}: the first selectable epoch must be within 1..{cfg.epochs}")
     run_dir = Path(cfg.out_dir) / cfg.run_name
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
@@ -611,7 +621,7 @@ def fit_and_test(task: Task, train_loader: Iterable, val_loader: Iterable | None
         if val is not None:
             row.update(val_acc=val["acc"], val_macro_acc=val["macro_acc"], val_loss=val["loss"])
         value = row.get(cfg.select_metric)
-        improved = val is None or is_better(value, best_value, cfg.select_metric)
+        improved = (val is None or is_better(value, best_value, cfg.select_metric)) and epoch >= cfg.select_from
         if improved:
             best_value, best_epoch = value, epoch
             save_checkpoint({"modules": {k: m.state_dict() for k, m in task.modules.items()}, "epoch": epoch,

@@ -65,9 +65,46 @@ def test_shapes_and_the_first_phase_uses_the_identity_graph():
     assert set(parts) == {"ce", "adj", "links", "cross_links"} and parts["adj"].item() >= 0
     a = task.model.batch_adjacency(task.model.features(batch()["image"])[1]).detach()
     other = (batch()["label"][:, None] != batch()["label"][None, :]).float()
-    assert parts["links"].item() == pytest.approx(a.mean().item(), rel=1e-5)
+    assert parts["links"].item() == pytest.approx((a.sum() / (8 * 7)).item(), rel=1e-5)   # over the 56 pairs
     assert parts["cross_links"].item() == pytest.approx(((a * other).sum() / other.sum()).item(), rel=1e-5)
     assert task.model(batch()["image"]).shape == (8, CLASSES)
+
+
+def test_the_graph_starts_after_exactly_graph_start_epochs_and_selection_waits_for_it():
+    from ferlib.experiments import ean
+    task = make_task(graph_start=2)
+    phases = []
+    for _ in range(4):
+        phases.append((task.epoch(), task.graph_phase()))
+        task.optimizers["net"].step(), task.schedulers["net"].step()
+    assert phases == [(1, False), (2, False), (3, True), (4, True)]
+    cfg = ean.EANConfig.from_preset("study")
+    assert ean.select_from(cfg, "ean") == cfg.graph_start + 1 and ean.select_from(cfg, "baseline") == 1
+
+
+def test_the_batch_graph_links_pairs_only():
+    task = make_task()
+    a = task.model.batch_adjacency(torch.randn(6, 5))
+    assert torch.all(a.diagonal() == 0) and a.shape == (6, 6)
+    parts = task.model.fer_losses(batch()["image"], torch.zeros(8, dtype=torch.long), use_graph=True)
+    with torch.no_grad():   # one label: every pair linked gives Adj_loss 0 only if the diagonal is left out
+        task.model.tau1 = -2.0
+        assert task.model.fer_losses(batch()["image"], torch.zeros(8, dtype=torch.long), True)["adj"].item() < 1e-6
+    assert parts["adj"].item() >= 0
+
+
+def test_the_views_leave_the_batchnorm_statistics_to_the_fer_data():
+    task = make_task()
+    model, v = task.model, views()
+    model.train()
+    stats = {k: b.clone() for k, b in model.encoder.state_dict().items() if "running" in k}
+    model.discriminator_loss(v["image"], v["identity"], v["frontal"], v["profile"])
+    model.invariance_loss(v["image"], v["identity"], v["frontal"])["adv"].backward()
+    after = {k: b for k, b in model.encoder.state_dict().items() if "running" in k}
+    assert all(torch.equal(stats[k], after[k]) for k in stats)
+    model.fer_losses(batch()["image"], batch()["label"], use_graph=False)   # the FER batch does move them
+    assert any(not torch.equal(stats[k], model.encoder.state_dict()[k]) for k in stats)
+    assert all(m.momentum == 0.1 for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_with_the_identity_graph_each_face_is_classified_alone():
@@ -100,13 +137,13 @@ def test_which_parameters_each_loss_reaches():
     v = b["views"]
     d_loss = model.discriminator_loss(v["image"], v["identity"], v["frontal"], v["profile"])
     assert reached(d_loss, model) == {"discriminator"}
-    parts = model.invariance_loss(v["image"], v["identity"], v["frontal"], v["label"], v["class_known"])
+    parts = model.invariance_loss(v["image"], v["identity"], v["frontal"])
     stem = {"encoder.conv1", "encoder.bn1", "encoder.layer1", "encoder.layer2", "encoder.layer3"}
-    assert reached(parts["adv"], model) == stem           # G_enc up to Conv3, never D_m
-    assert reached(parts["view_ce"], model) == stem | {"encoder.layer4", "gcn", "classifier"}
+    assert set(parts) == {"adv"} and reached(parts["adv"], model) == stem   # G_enc up to Conv3, never D_m
     fer = model.fer_losses(b["image"], b["label"], use_graph=True)
-    assert "discriminator" not in reached(fer["ce"], model)
-    assert reached(fer["adj"], model) <= stem | {"encoder.layer4"}       # through the features only
+    assert reached(fer["ce"], model) == stem | {"encoder.layer4", "gcn", "classifier"}
+    adj = reached(fer["adj"], model)
+    assert adj and adj <= stem | {"encoder.layer4"}       # through the features only, and it does reach them
     assert all(p.requires_grad for p in model.discriminator.parameters())  # `frozen` restores the flags
 
 
@@ -126,7 +163,7 @@ def test_a_training_step_updates_d_then_the_network():
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
     task.model.train()
     logged = task.train_step(batch(), 0)
-    assert {"d", "ce", "adj", "links", "cross_links", "adv", "view_ce", "loss"} <= set(logged)
+    assert {"d", "ce", "adj", "links", "cross_links", "adv", "loss"} <= set(logged)
     after = task.model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert {"encoder", "gcn", "classifier", "discriminator"} <= changed
@@ -146,8 +183,8 @@ def test_table5_backbones_build_with_and_without_g_enc():
         task = make_task(graph=False, invariant=True, backbone=backbone)
         assert task.model.gcn is None and task.model(batch()["image"]).shape == (8, CLASSES)
         v = views()
-        parts = task.model.invariance_loss(v["image"], v["identity"], v["frontal"], v["label"], v["class_known"])
-        assert set(parts) == {"adv", "view_ce"}
+        parts = task.model.invariance_loss(v["image"], v["identity"], v["frontal"])
+        assert set(parts) == {"adv"}
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -206,6 +243,18 @@ def test_views_people_held_out_are_never_trained_on():
             return {"image": torch.zeros(1, 32, 32), "label": 0}
     paired = WithViews(Fer(), data, seed=0)
     assert len(paired) == 5 and set(paired[0]["views"]) >= {"image", "identity", "frontal", "profile"}
+    seen = []
+    for epoch in range(1, len(data) // 5 + 1):      # the epochs of one pass use every view once
+        paired.set_epoch(epoch)
+        seen += [paired.view_of(i) for i in range(5)]
+    assert len(set(seen)) == len(seen) == len(data) // 5 * 5
+    paired.set_epoch(1)
+    first = [paired.view_of(i) for i in range(5)]
+    paired.set_epoch(2)
+    assert first != [paired.view_of(i) for i in range(5)]
+    again = WithViews(Fer(), data, seed=0)
+    again.set_epoch(2)
+    assert [again.view_of(i) for i in range(5)] == [paired.view_of(i) for i in range(5)]   # a function of the epoch
 
 
 def test_grid_runs_tables_3_4_methods_on_noisy_data_and_replicates_seeds():

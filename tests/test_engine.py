@@ -199,6 +199,16 @@ def test_the_best_validation_epoch_is_kept_and_tested(tmp_path):
     assert torch.load(tmp_path / "toy" / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def test_epochs_before_select_from_are_never_kept(tmp_path):
+    data = TensorDataset(torch.arange(10), torch.arange(10) % 3)
+    loader = make_loader(data, batch_size=10, shuffle=False)
+    record = fit(ScriptedTask(), loader, loader, loader, config(tmp_path, select_from=3), class_names=CLASSES)
+    assert [row["improved"] for row in record["history"]] == [False, False, True]
+    assert record["best_epoch"] == 3 and record["test"]["acc"] == 0.7   # epoch 2 scored 0.9 but came too early
+    with pytest.raises(FerlibError, match="select_from=4"):
+        fit(ScriptedTask(), loader, loader, loader, config(tmp_path / "b", select_from=4), class_names=CLASSES)
+
+
 def test_the_record_has_every_field_and_is_written_as_strict_json(tmp_path):
     record = fit(ToyTask(), *toy_loaders(), config(tmp_path), config={"paper": "toy", "lr": 0.01},
                  class_names=CLASSES)

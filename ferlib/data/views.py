@@ -7,7 +7,7 @@ data's.
 
 `ViewsData` holds the images and one row per image: subject, view, expression label (SynthFER's
 pairs pose one expression per group of four views; CFP has none: ""), group (the four views of one
-expression of one person; CFP: each image alone). `split_people` keeps some people out of training
+expression of one person; CFP: all of one person's images, frontal and profile). `split_people` keeps some people out of training
 for the invariance measurement (Fig. 4) and the identity probe. `WithViews` pairs each FER training
 image with one view image, so a mini-batch of the FER data carries a mini-batch of views.
 """
@@ -67,7 +67,7 @@ def load_views(name: str = "synth-pairs", data_root: str | None = None, size: in
         from ferlib.data.adapters import cfp
         images, m = cfp.load(data_root, size, greyscale=channels == 1)[:2]
         manifest = pd.DataFrame({"subject": m["subject"].astype(str).to_numpy(), "view": m["view"].astype(str).to_numpy(),
-                                 "label": "", "group": (m["subject"] + "/" + m["view"] + "/" + m["image"]).to_numpy()})
+                                 "label": "", "group": m["subject"].astype(str).to_numpy()})   # CFP: all of a person
         source = f"CFP from {data_root}, {size} px"
     else:
         raise FerlibError(f"views set {name!r}: choose one of {', '.join(VIEW_SETS)}")
@@ -114,21 +114,37 @@ class ViewsDataset(Dataset):
 
 
 class WithViews(Dataset):
-    """A FER training set whose sample i also carries view image `order[i % n_views]` (a seeded
-    permutation), under "views": each FER mini-batch brings as many view images."""
+    """A FER training set whose sample i also carries a view image, under "views": each FER mini-batch
+    brings as many view images. The views are dealt in passes: pass c is a permutation drawn from
+    (seed, c), and epoch e's samples take the next len(fer) views of the sequence of passes, so every view
+    is used once per pass whichever set is larger. `set_epoch` (called by the engine before each epoch)
+    makes the pairing a function of the epoch: a resumed run pairs as an uninterrupted one."""
 
     def __init__(self, fer: Dataset, views: ViewsDataset, seed: int = 0):
-        self.fer, self.views = fer, views
-        self.order = np.random.default_rng(seed).permutation(len(views))
+        self.fer, self.views, self.seed = fer, views, seed
         for name in ("labels", "subjects", "index", "subject_names", "classes"):
             if hasattr(fer, name):
                 setattr(self, name, getattr(fer, name))
+        self.passes: dict[int, np.ndarray] = {}
+        self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def view_of(self, i: int) -> int:
+        """The view paired with FER sample i in the current epoch."""
+        position = (self.epoch - 1) * len(self.fer) + i
+        which, offset = divmod(position, len(self.views))
+        if which not in self.passes:
+            self.passes = {k: v for k, v in self.passes.items() if k >= which - 1}   # keep the current two
+            self.passes[which] = np.random.default_rng([self.seed, which]).permutation(len(self.views))
+        return int(self.passes[which][offset])
 
     def __len__(self) -> int:
         return len(self.fer)
 
     def __getitem__(self, i: int) -> dict:
-        return self.fer[i] | {"views": self.views[int(self.order[i % len(self.order)])]}
+        return self.fer[i] | {"views": self.views[self.view_of(i)]}
 
 
 def view_transform(size: int, train: bool):

@@ -26,11 +26,18 @@ implemented here, after DR-GAN (Tran et al.), which the "M^d + 1" outputs follow
                On detached maps: only D_m learns from it.
     G_enc step the other views' maps -> D^d says their identity, D^f says frontal
                (non-saturating form of Eq. 1's min log D^f_{y^f}), through a frozen D_m: the
-               gradient reaches G_enc up to Conv3 only; plus the expression cross-entropy of the
-               frontal views through the whole G_enc and the classifier (the co-training of Fig. 3).
+               gradient reaches G_enc up to Conv3 only. The expression co-training of Fig. 3 ("the
+               frontal facial images with the expression labels") is the FER data's own cross-entropy:
+               CFP, the paper's views set, has no expression labels.
 
-Each training step of the task: one D_m step, then one G_enc step whose loss is the FER loss of the
-batch plus `lambda_invariant` times the G_enc part on the batch's views.
+Each training step of the task: one D_m step, then one network step whose loss is the FER loss of the
+batch plus `lambda_invariant` times G_enc's adversarial loss on the batch's views. The views pass
+through the encoder with its BatchNorm statistics frozen (`frozen_bn_stats`): the running statistics
+the test uses are the FER data's alone, as the baseline's are.
+
+The batch graph links pairs: A's diagonal (C_s(i, i) = 1) is set to 0 and so is A_mask's, so that
+Eq. 8's D~^-1/2 (A + I) D~^-1/2 counts each face's own feature once (Kipf and Welling's renormalisation
+assumes an A without self-loops), and Eq. 6 counts pairs i != j.
 
 Test time is not described. `predict` classifies each face alone (A = I); `transductive_logits`
 builds the graph over a test batch (a face's prediction then depends on its batch mates).
@@ -80,6 +87,25 @@ def normalised_maps(maps: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """`module`'s BatchNorm layers normalise with the batch's statistics but leave their running
+    statistics as they were inside the block (momentum 0)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+def without_self_loops(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix * (1 - torch.eye(len(matrix), dtype=matrix.dtype, device=matrix.device))
+
+
+@contextlib.contextmanager
 def frozen(module: nn.Module):
     """`module`'s parameters take no gradient inside the block (the G step through D_m)."""
     flags = [p.requires_grad for p in module.parameters()]
@@ -122,11 +148,11 @@ class EAN(nn.Module):
         return maps, self.encoder.conv3_to_features(maps)
 
     def batch_adjacency(self, features: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """A over the batch from C_s (Eqs. 3-4): the relaxed or the hard form."""
+        """A over the batch's pairs from C_s (Eqs. 3-4): the relaxed or the hard form, diagonal 0."""
         similarity = cosine_similarity_matrix(features)
         if (kind or self.adjacency) == "hard":
-            return hard_adjacency(similarity, self.tau1, self.tau2)
-        return soft_adjacency(similarity, self.tau1, self.tau2, self.temperature)
+            return without_self_loops(hard_adjacency(similarity, self.tau1, self.tau2))
+        return without_self_loops(soft_adjacency(similarity, self.tau1, self.tau2, self.temperature))
 
     def classify(self, features: torch.Tensor, adjacency: torch.Tensor | None) -> torch.Tensor:
         """Logits from F: through the GCN over `adjacency` (None: A = I), or the plain classifier."""
@@ -150,41 +176,36 @@ class EAN(nn.Module):
         adjacency = None
         if self.gcn is not None and use_graph:
             adjacency = self.batch_adjacency(feats)
-            mask = label_mask(labels)
-            parts["adj"] = adjacency_loss(adjacency, mask, alpha, normalise)   # Eq. 6
+            same = label_mask(labels)                                          # Eq. 5
+            parts["adj"] = adjacency_loss(adjacency, without_self_loops(same), alpha, normalise)   # Eq. 6, i != j
             with torch.no_grad():   # logged, not trained: how dense A is, and how much it links other labels
-                parts["links"] = adjacency.mean()
-                parts["cross_links"] = (adjacency * (1 - mask)).sum() / (1 - mask).sum().clamp(min=1)
+                pairs = len(labels) * (len(labels) - 1)
+                parts["links"] = adjacency.sum() / max(pairs, 1)
+                parts["cross_links"] = (adjacency * (1 - same)).sum() / (1 - same).sum().clamp(min=1)
         parts["ce"] = F.cross_entropy(self.classify(feats, adjacency), labels)
         return parts
 
     def discriminator_loss(self, views: torch.Tensor, identity: torch.Tensor, frontal: torch.Tensor,
                            profile: torch.Tensor) -> torch.Tensor:
         """D_m's loss on detached Conv3 maps of the views (our reading of Eq. 2): it reaches D_m only."""
-        with torch.no_grad():
+        with torch.no_grad(), frozen_bn_stats(self.encoder):
             maps = normalised_maps(self.encoder.stem_to_conv3(views))
         who, pose = self.discriminator(maps)
         target = torch.where(frontal, identity, torch.full_like(identity, self.discriminator.not_frontal))
         return F.cross_entropy(who, target) + F.cross_entropy(pose, profile.long())
 
-    def invariance_loss(self, views: torch.Tensor, identity: torch.Tensor, frontal: torch.Tensor,
-                        labels: torch.Tensor, class_known: torch.Tensor) -> dict[str, torch.Tensor]:
-        """G_enc's part on the views: the other views' maps should pass D_m as frontal views of their
-        identity (our reading of Eq. 1, through a frozen D_m, reaching G_enc up to Conv3), and the
-        frontal views' expression cross-entropy through the whole network (Fig. 3's co-training)."""
-        maps = self.encoder.stem_to_conv3(views)
-        parts = {}
+    def invariance_loss(self, views: torch.Tensor, identity: torch.Tensor, frontal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """G_enc's adversarial part on the views: the other views' maps should pass D_m as frontal views of
+        their identity (our reading of Eq. 1), through a frozen D_m and frozen BatchNorm statistics,
+        reaching G_enc up to Conv3 only. Empty when the batch has no other view."""
         other = ~frontal
-        if other.any():
-            with frozen(self.discriminator):
-                who, pose = self.discriminator(normalised_maps(maps[other]))
-            parts["adv"] = F.cross_entropy(who, identity[other]) + \
-                F.cross_entropy(pose, torch.full_like(identity[other], FRONTAL))
-        chosen = frontal & class_known
-        if chosen.any():
-            feats = self.encoder.conv3_to_features(maps[chosen])
-            parts["view_ce"] = F.cross_entropy(self.classify(feats, None), labels[chosen])
-        return parts
+        if not other.any():
+            return {}
+        with frozen_bn_stats(self.encoder):
+            maps = self.encoder.stem_to_conv3(views[other])
+        with frozen(self.discriminator):
+            who, pose = self.discriminator(normalised_maps(maps))
+        return {"adv": F.cross_entropy(who, identity[other]) + F.cross_entropy(pose, torch.full_like(identity[other], FRONTAL))}
 
 
 class EANTask:
@@ -229,10 +250,8 @@ class EANTask:
             parts = self.model.fer_losses(batch["image"], batch["label"], self.graph_phase(), self.alpha,
                                           self.normalise_adj)
             if views is not None:
-                parts |= self.model.invariance_loss(views["image"], views["identity"], views["frontal"],
-                                                    views["label"], views["class_known"])
-            loss = parts["ce"] + parts.get("adj", 0.0) + \
-                self.lambda_invariant * (parts.get("adv", 0.0) + parts.get("view_ce", 0.0))
+                parts |= self.model.invariance_loss(views["image"], views["identity"], views["frontal"])
+            loss = parts["ce"] + parts.get("adj", 0.0) + self.lambda_invariant * parts.get("adv", 0.0)
         self.amp.backward(loss)
         self.amp.step(self.optimizers["net"])
         return logged | {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}

@@ -22,8 +22,11 @@ from torch.nn import functional as F
 from ferlib.errors import FerlibError
 
 
-def cosine_similarity_matrix(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(B, D) features -> (B, B) cosine similarities C_s(i, j) = F_i . F_j / (|F_i| |F_j|)   (Eq. 3)."""
+def cosine_similarity_matrix(features: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(B, D) features -> (B, B) cosine similarities C_s(i, j) = F_i . F_j / (|F_i| |F_j|)   (Eq. 3).
+
+    A norm below `eps` is taken as `eps` (an all-zero post-ReLU feature then has similarity 0, and a
+    gradient of at most 1 / eps instead of 1e8)."""
     if features.dim() != 2:
         raise FerlibError(f"cosine_similarity_matrix takes (batch, dims) features, got shape {tuple(features.shape)}")
     unit = F.normalize(features, dim=1, eps=eps)
