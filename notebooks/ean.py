@@ -250,7 +250,8 @@ else:
 # it as a node without neighbours), the prediction is a function of the face. Read as (b), the graph is built
 # over each test batch as in training: the prediction of a face then depends on which faces share its batch
 # (transductive). For (b), per test batch size, five random orders of the test set; the spread over the
-# orders, and how many faces change their prediction between orders, are what (b) costs. The registry's
+# orders, and how many faces change their prediction between orders, are what (b) costs (per run, then
+# averaged over the runs). The registry's
 # accuracies above are (a).
 
 # %%

@@ -82,3 +82,17 @@ def test_eq8_graph_convolution_and_the_identity_graph():
     assert gcn(x, a).shape == (5, 4) and len(gcn.layers) == 2
     with pytest.raises(FerlibError):
         normalized_adjacency(torch.ones(3, 4))
+
+
+def test_the_printed_eq6_grows_with_the_batch_and_the_normalised_one_does_not():
+    # half of the same-label pairs unlinked, at batch sizes 16, 64 and 128 with 4 classes
+    values = {}
+    for n in (16, 64, 128):
+        labels = torch.arange(n) % 4
+        mask = label_mask(labels)
+        a = mask * (torch.rand(n, n, generator=torch.Generator().manual_seed(n)) < 0.5).float()
+        share = 1 - (mask * a).sum() / mask.sum()
+        values[n] = (adjacency_loss(a, mask, 0.1).item(), adjacency_loss(a, mask, 0.1, normalise=True).item(),
+                     0.1 * share.item() ** 2)
+    assert values[16][0] < values[64][0] < values[128][0] and values[128][0] > 1000 * values[16][1]
+    assert all(abs(v[1] - v[2]) < 1e-6 for v in values.values())   # alpha x (share of unlinked pairs)^2

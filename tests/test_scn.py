@@ -79,3 +79,21 @@ def test_a_batch_image_outside_the_training_table_is_refused():
     task = make_task()
     with pytest.raises(FerlibError, match="label table"):
         task.model.current_labels(torch.tensor([3]))
+
+
+def test_relabel_summary_scores_the_relabelling_against_the_clean_labels():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ferlib.experiments.ean import relabel_summary
+    classes = ("a", "b", "c")
+    model = SCN(3, train_index=torch.tensor([0, 1, 2, 3]), train_labels=torch.tensor([0, 2, 2, 1]), width_divisor=16)
+    # clean labels a b c b (0 1 2 1), given 0 2 2 1: row 1 is the one flipped label
+    model.labels.copy_(torch.tensor([1, 1, 2, 1]))   # SCN changed row 0 (clean -> wrong) and row 1 (noisy -> clean)
+    manifest = pd.DataFrame({"label": ["a", "b", "c", "b"]}, index=[0, 1, 2, 3])
+    fold = SimpleNamespace(task=SimpleNamespace(model=model),
+                           data=SimpleNamespace(train=SimpleNamespace(index=[0, 1, 2, 3]), manifest=manifest,
+                                                classes=classes))
+    assert relabel_summary(fold) == {"changed": 2, "changed_to_clean": 1, "noisy": 1, "noisy_repaired": 1,
+                                     "clean_corrupted": 1, "train_images": 4}

@@ -472,7 +472,7 @@ def current_ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 def transductive_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Reading (b) of test time, per dataset and graph method: for each test batch size, the accuracy with
-    the graph built over each batch, mean over the seeds of each seed's mean over random test orders; the
+    the graph built over each batch, mean over the runs (seeds or folds) of each run's mean over random test orders; the
     spread over orders (mean of each seed's std, and the widest min-max range); the share of test faces
     whose prediction changes between orders; beside the inductive accuracy (A = I, reading (a))."""
     rows = []
@@ -483,7 +483,7 @@ def transductive_table(frame: pd.DataFrame) -> pd.DataFrame:
         inductive = 100 * np.mean([t["inductive_acc"] for t in found])
         for size in sorted({b["batch_size"] for t in found for b in t["by_batch"]}):
             per = [b for t in found for b in t["by_batch"] if b["batch_size"] == size]
-            rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "seeds": len(found),
+            rows.append({"dataset": dataset, "method": METHOD_TITLES.get(method, method), "runs": len(found),
                          "test batch": size, "orders": per[0]["orders"],
                          "inductive acc. % (A = I)": round(inductive, 2),
                          "transductive acc. % (mean)": round(100 * np.mean([b["acc_mean"] for b in per]), 2),
@@ -496,14 +496,14 @@ def transductive_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def invariance_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Fig. 4, measured: per dataset and method, the mean cosine similarity of a held-out person's frontal
-    view to their profile, occluded and relit views (same expression), mean over the seeds, and the identity
+    view to their profile, occluded and relit views (same expression), mean over the runs (seeds or folds), and the identity
     probe on those people's features."""
     rows = []
     for (dataset, method), group in current_ok(frame).groupby(["dataset", "method"], sort=False):
         found = [r["extras"]["views"] for r in group["record"] if "views" in r["extras"]]
         if not found:
             continue
-        row = {"dataset": dataset, "method": METHOD_TITLES.get(method, method), "seeds": len(found),
+        row = {"dataset": dataset, "method": METHOD_TITLES.get(method, method), "runs": len(found),
                "held-out people": found[0]["people"]}
         for view in ("profile", "occluded", "relit"):
             values = [v["similarity"][view] for v in found if view in v["similarity"]]
@@ -517,7 +517,7 @@ def invariance_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def relabel_table(frame: pd.DataFrame) -> pd.DataFrame:
     """SCN's relabelling against the truth (which labels were flipped is known here): per dataset, summed
-    over the seeds, how many labels it changed, how many of those it set to the clean label, how many flipped
+    over the runs, how many labels it changed, how many of those it set to the clean label, how many flipped
     labels it repaired, and how many clean labels it corrupted."""
     rows = []
     for dataset, group in current_ok(frame[frame["method"] == "scn"]).groupby("dataset", sort=False):
@@ -525,7 +525,7 @@ def relabel_table(frame: pd.DataFrame) -> pd.DataFrame:
         if not found:
             continue
         total = {k: int(sum(f[k] for f in found)) for k in found[0]}
-        rows.append({"dataset": dataset, "seeds": len(found), "training labels": total["train_images"],
+        rows.append({"dataset": dataset, "runs": len(found), "training labels": total["train_images"],
                      "flipped (noisy)": total["noisy"], "changed by SCN": total["changed"],
                      "changed to the clean label": total["changed_to_clean"],
                      "flipped labels repaired %": round(100 * total["noisy_repaired"] / total["noisy"], 1)
