@@ -71,16 +71,6 @@ def bench_loader(quick: bool) -> Row:
     return Row("cached loader", "64 px, baseline train transform, batch 64", n / (time.perf_counter() - t0), peak_rss_mib())
 
 
-def ean_batch(batch: dict) -> dict:
-    """EAN's tasks also read dataset indices (SCN's label table) and a views batch (G_enc): the same images,
-    a quarter of them frontal, a quarter profile."""
-    n, device = len(batch["label"]), batch["label"].device
-    index = torch.arange(n, device=device)
-    views = {"image": batch["image"].flip(0), "identity": index % 10, "frontal": index % 4 == 0,
-             "profile": index % 4 == 1, "label": batch["label"], "class_known": torch.ones(n, dtype=torch.bool, device=device)}
-    return batch | {"index": index, "views": views}
-
-
 def bench_training(name: str, make_task, input_shape, batch_size: int, device: torch.device, steps: int,
                    warm_up: bool = True, batch_hook=None) -> Row:
     """Train `steps` steps on random data shaped like the paper preset's input, after one untimed warm-up
@@ -154,7 +144,7 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
                               ("ean", "EAN (G_enc + D_m + graph + GCN)")):
             rows.append(row(f"EAN paper: {parts}, {preset} preset",
                             lambda: ean.build_task(cfg, method, 7, 3, index, index % 7, 10),
-                            (3, cfg.size, cfg.size), cfg, preset, ean_batch))
+                            (3, cfg.size, cfg.size), cfg, preset, lambda b: ean.self_views_batch(b, 10)))
     return rows
 
 

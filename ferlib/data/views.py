@@ -89,17 +89,14 @@ def split_people(views: ViewsData, held_out: float = 0.2, seed: int = 0) -> tupl
 
 
 class ViewsDataset(Dataset):
-    """The views as samples: image, identity (class among this set's people), frontal / profile flags,
-    expression label (-1 when unknown or not one of `classes`)."""
+    """The views as samples: image, identity (class among this set's people), frontal / profile flags."""
 
-    def __init__(self, views: ViewsData, classes, transform=None):
+    def __init__(self, views: ViewsData, transform=None):
         self.views, self.transform = views, transform
         m = views.manifest
         self.people = sorted(m["subject"].unique())
         person = {p: i for i, p in enumerate(self.people)}
-        class_of = {c: i for i, c in enumerate(classes)}
         self.identity = np.array([person[s] for s in m["subject"]], dtype=np.int64)
-        self.label = np.array([class_of.get(c, -1) for c in m["label"]], dtype=np.int64)
         self.frontal = (m["view"] == "frontal").to_numpy()
         self.profile = (m["view"] == "profile").to_numpy()
 
@@ -109,8 +106,7 @@ class ViewsDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         image = torch.from_numpy(np.ascontiguousarray(self.views.images[i])).permute(2, 0, 1)
         return {"image": to_model_input(image) if self.transform is None else self.transform(image),
-                "identity": int(self.identity[i]), "frontal": bool(self.frontal[i]), "profile": bool(self.profile[i]),
-                "label": max(int(self.label[i]), 0), "class_known": bool(self.label[i] >= 0)}
+                "identity": int(self.identity[i]), "frontal": bool(self.frontal[i]), "profile": bool(self.profile[i])}
 
 
 class WithViews(Dataset):

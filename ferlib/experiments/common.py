@@ -214,17 +214,24 @@ def plan_chapter(cfg, paper: str, replace_dataset=None) -> ChapterPlan:
 
 
 def train_fold(task, data: FoldData, cfg, run_name: str, config: dict, class_names=None,
-               progress: bool = True, min_epochs: int = 0) -> tuple[dict, dict]:
+               progress: bool = True, min_epochs: int = 0, *, train=None, drop_last: bool = False,
+               select_from: int = 1, eval_batch_size: int | None = None) -> tuple[dict, dict]:
     """Fit `task` on a fold's train split (selecting on val), test once: (run record, test evaluation),
     both from the engine's one pass over the test split.
 
     `cfg` supplies epochs, patience, seed, device, out_dir and batch_size; `config` is the record's (and
-    the resume check's) experiment settings; `min_epochs`: see `EngineConfig`."""
+    the resume check's) experiment settings; `min_epochs` and `select_from`: see `EngineConfig`. `train`
+    replaces the fold's train split (a wrapper of it, e.g. one that adds views); `drop_last` drops the
+    last short training batch; val and test go in batches of `eval_batch_size` (default cfg.batch_size)."""
     from ferlib.engine import EngineConfig, fit_and_test, make_loader
     engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=run_name, progress=progress, patience=cfg.patience, min_epochs=min_epochs)
-    loaders = [make_loader(ds, cfg.batch_size, shuffle=(split == "train"), seed=cfg.seed)
-               for split, ds in (("train", data.train), ("val", data.val), ("test", data.test))]
+                          run_name=run_name, progress=progress, patience=cfg.patience, min_epochs=min_epochs,
+                          select_from=select_from)
+    eval_batch = eval_batch_size or cfg.batch_size
+    loaders = (make_loader(data.train if train is None else train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                           drop_last=drop_last),
+               make_loader(data.val, eval_batch, shuffle=False, seed=cfg.seed),
+               make_loader(data.test, eval_batch, shuffle=False, seed=cfg.seed))
     return fit_and_test(task, *loaders, engine, config=config,
                         class_names=data.classes if class_names is None else class_names)
 

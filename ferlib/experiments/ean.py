@@ -33,11 +33,11 @@ from ferlib.data.protocols import add_label_noise, noisy_name, split_noise
 from ferlib.data.registry import base_name
 from ferlib.data.transforms import make_transform
 from ferlib.data.views import ViewsDataset, WithViews, load_views, split_people
-from ferlib.engine import EngineConfig, eval_mode, fit_and_test, make_loader, seed_everything
+from ferlib.engine import eval_mode, seed_everything
 from ferlib.errors import FerlibError
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_protocol_data, make_fold, name_list, parse_methods, resolve_folds,
-                                       synth_only)
+                                       synth_only, train_fold)
 from ferlib.models.ean import EAN, EANTask
 from ferlib.models.scn import SCN, SCNTask
 
@@ -250,6 +250,17 @@ def build_task(cfg: EANConfig, method: str, num_classes: int, in_channels: int, 
                    lambda_invariant=cfg.lambda_invariant, disc_lr=cfg.disc_lr, optimizer=cfg.optimizer)
 
 
+def self_views_batch(batch: dict, people: int) -> dict:
+    """A FER batch as EAN's tasks read it when no views set is at hand (the benchmarks, the training
+    fingerprints): dataset indices 0..B-1 (SCN's label table) and the batch's own images, reversed, as
+    views of `people` people, a quarter of them frontal and a quarter profile."""
+    n, device = len(batch["label"]), batch["label"].device
+    index = torch.arange(n, device=device)
+    views = {"image": batch["image"].flip(0), "identity": index % people, "frontal": index % 4 == 0,
+             "profile": index % 4 == 1}
+    return batch | {"index": index, "views": views}
+
+
 def select_from(cfg: EANConfig, method: str) -> int:
     """The first epoch a method's run may keep: a graph method's first epoch with the graph (validation
     classifies each face alone, so without this the kept epoch could be one that never used the graph)."""
@@ -262,18 +273,15 @@ def run_fold(cfg: EANConfig, data: ProtocolData, fold: int, method: str, progres
     fold_data, flips = with_label_noise(fold_data, cfg.noise, cfg.seed, cfg.size)
     spec = METHODS[method]
     views_train, _ = views_for(cfg, fold_data.in_channels)
-    views = ViewsDataset(views_train, fold_data.classes, transform=make_transform("ean", train=True, size=cfg.size))
+    views = ViewsDataset(views_train, transform=make_transform("ean", train=True, size=cfg.size))
     seed_everything(cfg.seed)
     task = build_task(cfg, method, len(fold_data.classes), fold_data.in_channels, fold_data.train.index,
                       fold_data.train.labels, len(views.people))
     train = WithViews(fold_data.train, views, seed=cfg.seed) if spec.invariant else fold_data.train
-    engine = EngineConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir,
-                          run_name=cfg.run_name(method, fold), progress=progress, patience=cfg.patience,
-                          min_epochs=cfg.min_epochs, select_from=select_from(cfg, method))
-    loaders = (make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True),
-               make_loader(fold_data.val, 256, shuffle=False), make_loader(fold_data.test, 256, shuffle=False))
     config = asdict(cfg) | {"fold": fold, "method": method, "views_people": len(views.people)}
-    record, test = fit_and_test(task, *loaders, engine, config=config, class_names=fold_data.classes)
+    record, test = train_fold(task, fold_data, cfg, cfg.run_name(method, fold), config, progress=progress,
+                              min_epochs=cfg.min_epochs, train=train, drop_last=True,
+                              select_from=select_from(cfg, method), eval_batch_size=256)
     record["label_noise"] = flips
     return MethodFold(method, fold, record, fold_data, task, test)
 
@@ -306,7 +314,7 @@ def features_of(task, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 
 def views_images(views, size: int) -> torch.Tensor:
-    dataset = ViewsDataset(views, (), transform=make_transform("ean", train=False, size=size))
+    dataset = ViewsDataset(views, transform=make_transform("ean", train=False, size=size))
     return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
 
 

@@ -118,15 +118,6 @@ def tiny_batch(num_classes: int, size: tuple[int, int], dtype: torch.dtype = DTY
     return {"image": image, "label": index % num_classes, "subject": index % SUBJECTS}
 
 
-def ean_batch(batch: dict) -> dict:
-    """The tiny batch as EAN's tasks read it: dataset indices 0..B-1 (SCN's label table), and the same
-    images as views (a frontal, a profile, an occluded and a relit one per `SUBJECTS` group)."""
-    index = torch.arange(BATCH_SIZE)
-    views = {"image": batch["image"].flip(0), "identity": index % SUBJECTS, "frontal": index % 4 == 0,
-             "profile": index % 4 == 1, "label": batch["label"], "class_known": torch.ones(BATCH_SIZE, dtype=torch.bool)}
-    return batch | {"index": index, "views": views}
-
-
 def build(paper: str, method: str, cfg, classes: tuple[str, ...]):
     """The method's task, built as its experiment builds it for a fold (IF-GAN's I_AE still zero)."""
     if paper == "baseline":
@@ -185,7 +176,7 @@ def training_fingerprint(paper: str, method: str, steps: int = STEPS) -> dict:
             module.to(device, DTYPE)          # the same parameter objects: the optimisers keep them
         batch = tiny_batch(len(classes), input_size(paper, cfg))
         if paper == "ean":                    # SCN's label table is keyed by index; G_enc's views
-            batch = ean_batch(batch)
+            batch = ean.self_views_batch(batch, SUBJECTS)
         if paper == "ifgan":                  # I_AE: the batch's per-class means (as fold_averages)
             from ferlib.models.ifgan import average_targets
             task.model.averages.copy_(average_targets(batch["image"], batch["label"], len(classes)))
