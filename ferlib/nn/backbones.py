@@ -40,7 +40,7 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 
 from ferlib.errors import FerlibError, UnknownName
 from ferlib.nn.imagenet import ImageNetInput
-from ferlib.nn.trunks import FROM_SCRATCH, adapt_conv1_weight, list_first, read_state_dict
+from ferlib.nn.trunks import FROM_SCRATCH, matched_state_dict
 
 BACKBONES = ("alexnet", "vgg13", "vgg16", "resnet18")
 WIDTH_DIVISORS = (1, 2, 4, 8, 16, 32, 64)  # they divide 64 and 4096, so every width is whole
@@ -189,33 +189,12 @@ class Backbone(nn.Module):
     def load_pretrained(self, path: Path) -> None:
         """A torchvision state_dict of this architecture from `path`, its head ignored; an RGB first conv
         adapted to in_channels."""
-        head, first = HEAD[self.name], FIRST_CONV[self.name] + ".weight"
+        head = HEAD[self.name]
         expected = (f"a torchvision {self.name} state_dict saved with torch.save(model.state_dict(), path), "
                     f"e.g. the ImageNet weights torchvision publishes as {self.name}-*.pth")
-        state = {k: v for k, v in read_state_dict(path, expected=expected).items() if not k.startswith(head)}
-        own = self.state_dict()
-        missing, unexpected = set(own) - set(state), set(state) - set(own)
-        if missing or unexpected:
-            problems = [f"{what} key(s) {list_first(keys)}"
-                        for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-            raise FerlibError(f"pretrained weights file {path} does not match a torchvision {self.name} "
-                              f"({head}* ignored): {'; '.join(problems)}; it should be {expected} (no 'module.' "
-                              "prefixes, no wrapper dict)")
-        if state[first].shape[1] != self.in_channels:
-            if state[first].shape[1] != 3:
-                raise FerlibError(f"pretrained weights file {path} has a first conv for {state[first].shape[1]} "
-                                  f"input channels; only RGB (3-channel) weights can be adapted to "
-                                  f"{self.in_channels} channels")
-            state[first] = adapt_conv1_weight(state[first], self.in_channels)
-            self.first_conv_adaptation = (
-                f"{FIRST_CONV[self.name]} adapted from RGB to {self.in_channels} channels "
-                f"({'RGB filters repeated' if self.in_channels % 3 == 0 else 'RGB filters averaged'}, "
-                f"scaled by 3/{self.in_channels})")
-        wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-                 for k, v in state.items() if v.shape != own[k].shape]
-        if wrong:
-            raise FerlibError(f"pretrained weights file {path} has tensors of the wrong shape for a torchvision "
-                              f"{self.name}: {', '.join(wrong[:5])}")
+        state, self.first_conv_adaptation = matched_state_dict(
+            path, self.state_dict(), name=self.name, expected=expected, head=head,
+            first_conv=FIRST_CONV[self.name], in_channels=self.in_channels)
         self.load_state_dict(state, strict=True)
         self.source = f"ImageNet weights from {path}"
         self.input_norm = ImageNetInput(self.in_channels)

@@ -73,6 +73,36 @@ def read_state_dict(path: Path, depth: int | None = None, expected: str | None =
     return state
 
 
+def matched_state_dict(path: Path, own: dict[str, torch.Tensor], *, name: str, expected: str, head: str,
+                       first_conv: str, in_channels: int) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of the torchvision `name` checkpoint at `path` ready for strict loading into a model
+    whose state_dict is `own`: the head's keys (`head` prefix) dropped, an RGB first conv (`first_conv`,
+    a module name) adapted to `in_channels`. Returns (state, how the first conv was adapted or None);
+    a FerlibError names each key or shape that does not match."""
+    state = {k: v for k, v in read_state_dict(path, expected=expected).items() if not k.startswith(head)}
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        problems = [f"{what} key(s) {list_first(keys)}"
+                    for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise FerlibError(f"pretrained weights file {path} does not match a torchvision {name} ({head}* ignored): "
+                          f"{'; '.join(problems)}; it should be {expected} (no 'module.' prefixes, no wrapper dict)")
+    key, adapted = first_conv + ".weight", None
+    if state[key].shape[1] != in_channels:
+        if state[key].shape[1] != 3:
+            raise FerlibError(f"pretrained weights file {path} has a first conv for {state[key].shape[1]} input "
+                              f"channels; only RGB (3-channel) weights can be adapted to {in_channels} channels")
+        state[key] = adapt_conv1_weight(state[key], in_channels)
+        adapted = (f"{first_conv} adapted from RGB to {in_channels} channels "
+                   f"({'RGB filters repeated' if in_channels % 3 == 0 else 'RGB filters averaged'}, "
+                   f"scaled by 3/{in_channels})")
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+             for k, v in state.items() if v.shape != own[k].shape]
+    if wrong:
+        raise FerlibError(f"pretrained weights file {path} has tensors of the wrong shape for a torchvision "
+                          f"{name}: {', '.join(wrong[:5])}")
+    return state, adapted
+
+
 def list_first(keys, n: int = 5) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
@@ -120,34 +150,10 @@ class ResNetTrunk(nn.Module):
 
     def load_pretrained(self, path: Path) -> None:
         """Load a torchvision ResNet state_dict from `path`, ignoring fc.*; adapt an RGB conv1."""
-        state = {k: v for k, v in read_state_dict(path, self.depth).items() if not k.startswith("fc.")}
-        own = self.state_dict()
-        missing, unexpected = set(own) - set(state), set(state) - set(own)
-        if missing or unexpected:
-            problems = []
-            if missing:
-                problems.append(f"missing key(s) {list_first(missing)}")
-            if unexpected:
-                problems.append(f"unexpected key(s) {list_first(unexpected)}")
-            raise FerlibError(f"pretrained weights file {path} does not match a torchvision ResNet-{self.depth} "
-                              f"(fc.* ignored): {'; '.join(problems)}. Check the depth, and that the file is a "
-                              "plain torchvision state_dict (no 'module.' prefixes, no wrapper dict).")
-        conv1 = state["conv1.weight"]
-        adapted = None
-        if conv1.shape[1] != self.in_channels:
-            if conv1.shape[1] != 3:
-                raise FerlibError(f"pretrained weights file {path} has a conv1 for {conv1.shape[1]} input "
-                                  f"channels; ResNetTrunk can adapt only RGB (3-channel) weights to "
-                                  f"{self.in_channels} channels")
-            state["conv1.weight"] = adapt_conv1_weight(conv1, self.in_channels)
-            adapted = (f"conv1 adapted from RGB to {self.in_channels} channels "
-                       f"({'RGB filters repeated' if self.in_channels % 3 == 0 else 'RGB filters averaged'}, "
-                       f"scaled by 3/{self.in_channels})")
-        wrong_shapes = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-                        for k, v in state.items() if v.shape != own[k].shape]
-        if wrong_shapes:
-            raise FerlibError(f"pretrained weights file {path} has tensors of the wrong shape for a "
-                              f"ResNet-{self.depth}: {', '.join(wrong_shapes[:5])}")
+        expected = (f"a torchvision ResNet-{self.depth} state_dict saved with torch.save(model.state_dict(), "
+                    f"path), e.g. the ImageNet weights torchvision publishes as resnet{self.depth}-*.pth")
+        state, adapted = matched_state_dict(path, self.state_dict(), name=f"ResNet-{self.depth}", expected=expected,
+                                            head="fc.", first_conv="conv1", in_channels=self.in_channels)
         self.load_state_dict(state, strict=True)
         self.source = f"ImageNet weights from {path}"
         self.conv1_adaptation = adapted
