@@ -291,3 +291,36 @@ def test_pictures_for_the_datasheet():
     assert strip.shape[1] == 9 * 16 + 8 * 2 and roles[0] == "neutral" and roles[-1] == "offset"
     names = [name for name, _ in synth.nuisance_examples(size=16)]
     assert set(synth.OCCLUSIONS) <= set(names) and "clutter" in names
+
+
+def test_render_like_redraws_an_image_byte_for_byte_and_keeps_its_factors():
+    data = synth.generate("oulu", scale=0.05, size=32, seed=0)
+    assert len(data.factors) == len(data.images)
+    for i in range(0, len(data.images), 11):
+        assert np.array_equal(synth.render_like(data, i), data.images[i])
+    m = data.manifest
+    assert np.allclose(data.factors[5].aus, m.loc[5, list(synth.AU_COLUMNS)].to_numpy(dtype=float), atol=1e-4)
+
+
+def test_transfer_truth_is_the_target_person_with_the_source_action_units(monkeypatch):
+    data = synth.generate("oulu", scale=0.05, size=32, seed=0)
+    m = data.manifest
+    source = int(np.flatnonzero((m["label"] == "happiness").to_numpy())[-1])
+    target = int(np.flatnonzero(((m["label"] == "sadness") & (m["subject"] != m.loc[source, "subject"])).to_numpy())[-1])
+    drawn = {}
+    real_render = synth.render_face
+
+    def spy(identity, aus, nuisance, size, greyscale=False, one_sided_12=False):
+        drawn.update(identity=identity, aus=np.asarray(aus), nuisance=nuisance)
+        return real_render(identity, aus, nuisance, size, greyscale, one_sided_12)
+
+    monkeypatch.setattr(synth, "render_face", spy)
+    truth = synth.transfer_truth(data, source, target)
+    assert drawn["identity"] == data.factors[target].identity and drawn["identity"].subject == m.loc[target, "subject"]
+    assert np.array_equal(drawn["aus"], data.factors[source].aus)            # the source's action units
+    assert drawn["nuisance"] == data.factors[target].nuisance                # the target's pose and light
+    assert not np.array_equal(drawn["aus"], data.factors[target].aus)
+    # the truth looks like the target person far more than like the source person
+    gap = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()  # noqa: E731
+    assert gap(truth, data.images[target]) < 0.25 * gap(truth, data.images[source])
+    assert np.array_equal(synth.transfer_truth(data, target, target), data.images[target])   # its own AUs: itself

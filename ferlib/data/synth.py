@@ -962,11 +962,23 @@ def intensity_profile(dynamics: str, frames: int) -> tuple[np.ndarray, list[str]
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ImageFactors:
+    """Everything one image was drawn from: render_face(identity, aus, nuisance, one_sided_12=...)."""
+
+    identity: Identity
+    aus: np.ndarray
+    nuisance: Nuisance
+    one_sided_12: bool
+
+
 @dataclass
 class SynthData:
     """Rendered images (N,H,W,C) uint8 with their manifest (row i = image i) and class names.
 
     identities: one row per subject with its identity factors (resting offsets, accessories).
+    factors: what drew each image, in memory only (see `render_like`): its person, exact action units,
+    nuisances and whether AU12 was one-sided.
     """
 
     images: np.ndarray
@@ -978,6 +990,7 @@ class SynthData:
     size: int = 64
     seed: int = 0
     population: str = ""   # whose people: the preset's own name unless `generate` was asked for another's
+    factors: list[ImageFactors] = field(default_factory=list, repr=False)
 
 
 IDENTITY_COLUMNS = ("rest_mouth", "rest_brow", "rest_brow_angle", "rest_eye", "rest_lines", "glasses", "beard", "hair_style")
@@ -1041,12 +1054,14 @@ def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int
     channels = 1 if p.greyscale else 3
     images = np.empty((total, size, size, channels), dtype=np.uint8)
     rows: list[dict] = []
+    factors: list[ImageFactors] = []
     bar = tqdm(total=total, desc=f"SynthFER {preset}", unit="img", disable=not progress)
 
     def emit(idn: Identity, sequence: str, frame: int, label: str, expression: str, role: str, intensity: float,
              aus: np.ndarray, n: Nuisance, view: str) -> None:
         i = len(rows)
         images[i] = render_face(idn, aus, n, size, p.greyscale, one_sided_12=expression == "contempt")
+        factors.append(ImageFactors(idn, np.asarray(aus, dtype=float).copy(), n, expression == "contempt"))
         row = {"path": f"{idn.subject}/{sequence}/frame_{frame:03d}.png", "subject": idn.subject, "sequence": sequence,
                "frame": frame, "label": label, "role": role, "fold": -1, "split": "", "expression": expression,
                "intensity": round(intensity, 4), "intensity_level": level_of(intensity, p.dynamics, frame)}
@@ -1075,7 +1090,28 @@ def generate(preset: str, scale: float = 1.0, size: int | None = None, seed: int
                            "face_width": i.face_width, "eye_spacing": i.eye_spacing, "mouth_width": i.mouth_width}
                           for _, i in sorted(identities.items())])
     return SynthData(images, manifest, tuple(p.classes), table, preset, float(scale), size, seed,
-                     preset if population is None else population)
+                     preset if population is None else population, factors)
+
+
+def render_like(data: SynthData, index: int, aus=None, one_sided_12: bool | None = None,
+                identity: Identity | None = None) -> np.ndarray:
+    """Image `index` of `data` drawn again: byte-identical by default; with `aus` (and `one_sided_12`) the
+    same person under the same pose, light and other nuisances showing other action units; with
+    `identity` another person in the same conditions."""
+    if not data.factors:
+        raise FerlibError("this SynthData keeps no factors (a loaded copy): render it with synth.generate")
+    f = data.factors[index]
+    return render_face(f.identity if identity is None else identity, f.aus if aus is None else aus, f.nuisance,
+                       data.size, get_preset(data.preset).greyscale,
+                       one_sided_12=f.one_sided_12 if one_sided_12 is None else one_sided_12)
+
+
+def transfer_truth(data: SynthData, source: int, target: int) -> np.ndarray:
+    """The true answer of moving image `source`'s expression onto image `target`'s person (TER-GAN's
+    transfer, or its editing when both are one person): the target's identity, pose, light and other
+    nuisances with the source's action units."""
+    f = data.factors[source]
+    return render_like(data, target, aus=f.aus, one_sided_12=f.one_sided_12)
 
 
 def level_of(intensity: float, dynamics: str, frame: int) -> int:
