@@ -30,7 +30,7 @@ def with_amp(task):
 def batch(n=4, size=32, seed=1):
     g = torch.Generator().manual_seed(seed)
     return {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1, "label": torch.arange(n) % EXPRESSIONS,
-            "subject": torch.arange(n) % PEOPLE,
+            "identity": torch.arange(n) % PEOPLE,
             "target": {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1,
                        "identity": (torch.arange(n) + 1) % PEOPLE}}
 

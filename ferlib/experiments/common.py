@@ -79,6 +79,24 @@ def load_protocol_data(dataset: str, paper: str, *, data_root, size: int | tuple
     return ProtocolData(loaded, protocol, apply_protocol(loaded.manifest, protocol, seed=seed))
 
 
+def load_pretraining_data(name: str, paper: str, *, pretrain_root, size: int, scale: float, seed: int,
+                          channels: int, why: str) -> ProtocolData:
+    """The pre-training dataset `name` under `paper`'s protocol with `channels` channels (grey images
+    repeated to RGB, RGB ones averaged to grey). A real one needs `pretrain_root`; `why` says where the
+    paper asks for it (in the error)."""
+    if not name.startswith("synth-") and pretrain_root is None:
+        raise FerlibError(f"{why}: give its prepared cache or root as pretrain_root, or pretrain=False to skip "
+                          "the pre-training (a deviation)")
+    other = load_protocol_data(name, paper, data_root=pretrain_root, size=size, scale=scale, seed=seed)
+    images = other.loaded.images
+    if images.shape[-1] != channels:
+        images = (np.repeat(images, channels, axis=-1) if images.shape[-1] == 1
+                  else images.mean(axis=-1, keepdims=True).round().astype(np.uint8))
+        other = dataclasses.replace(other, loaded=LoadedDataset(images, other.loaded.manifest, other.loaded.classes,
+                                                                f"{other.source}, converted to {channels} channel(s)"))
+    return other
+
+
 def with_extra_training_data(data: ProtocolData, extras: list[ProtocolData]) -> ProtocolData:
     """`data` plus the protocol rows of each of `extras` as additional training data.
 

@@ -41,12 +41,12 @@ import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.expand import expand_fold, expand_if
-from ferlib.data.registry import LoadedDataset, base_name
+from ferlib.data.registry import base_name
 from ferlib.data.transforms import make_transform
 from ferlib.engine import EngineConfig, fit, make_loader, seed_everything
 from ferlib.errors import FerlibError
 from ferlib.experiments.common import (FoldData, MethodFold, MethodsResult, ProtocolData, config_from_preset,
-                                       load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
+                                       load_pretraining_data, load_protocol_data, make_fold, name_list, ours_for_table, parse_methods,
                                        probe_rows, resolve_folds, synth_only, train_fold)
 from ferlib.models.eifn import EIFN, EIFNTask
 
@@ -159,18 +159,9 @@ def load_pretraining(cfg: EIFNConfig, data: ProtocolData) -> ProtocolData | None
     name = pretrain_dataset(cfg, data)
     if name is None:
         return None
-    if not name.startswith("synth-") and cfg.pretrain_root is None:
-        raise FerlibError(f"EIFN pre-trains {cfg.dataset} on {name} (Sec. 3.1): give its prepared cache or root as "
-                          f"pretrain_root, or pretrain=False to skip stage 1 (a deviation)")
-    other = load_protocol_data(name, PAPER, data_root=cfg.pretrain_root, size=cfg.size, scale=cfg.scale,
-                               seed=cfg.seed)
-    images, want = other.loaded.images, data.loaded.images.shape[-1]
-    if images.shape[-1] != want:
-        images = (np.repeat(images, want, axis=-1) if images.shape[-1] == 1
-                  else images.mean(axis=-1, keepdims=True).round().astype(np.uint8))
-        other = dataclasses.replace(other, loaded=LoadedDataset(images, other.loaded.manifest, other.loaded.classes,
-                                                                f"{other.source}, converted to {want} channel(s)"))
-    return other
+    return load_pretraining_data(name, PAPER, pretrain_root=cfg.pretrain_root, size=cfg.size, scale=cfg.scale,
+                                 seed=cfg.seed, channels=data.loaded.images.shape[-1],
+                                 why=f"EIFN pre-trains {cfg.dataset} on {name} (Sec. 3.1)")
 
 
 def subject_classes(dataset: FERDataset) -> torch.Tensor:

@@ -314,7 +314,8 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 class StageOneTask:
     """Sec. 3.1.4, stage 1: G_es with a linear head as a supervised expression classifier and G_et with a
-    linear head as a supervised identity classifier (the batch's "subject" index), trained together; the
+    linear head as a supervised identity classifier (the batch's "identity": the person's class among the
+    training people), trained together; the
     heads are dropped afterwards (`TERGAN.freeze_stage_one` copies the encoders)."""
 
     def __init__(self, model: TERGAN, lr: float = 2e-4, betas=(0.5, 0.999)):
@@ -333,7 +334,7 @@ class StageOneTask:
         self.optimizers["encoders"].zero_grad(set_to_none=True)
         with self.amp.autocast():
             expression = F.cross_entropy(self.expression_head(m.G_es(batch["image"])), batch["label"])
-            identity = F.cross_entropy(self.identity_head(m.G_et(batch["image"])), batch["subject"])
+            identity = F.cross_entropy(self.identity_head(m.G_et(batch["image"])), batch["identity"])
             loss = expression + identity
         self.amp.backward(loss)
         self.amp.step(self.optimizers["encoders"])

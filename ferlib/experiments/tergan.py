@@ -1,0 +1,257 @@
+"""The TER-GAN experiment: the CNN baseline and TER-GAN on Oulu-CASIA's eight subject-independent folds
+(Table 1), pre-trained on BU-4DFE.
+
+    cfg = TERGANConfig.from_preset("smoke", fold=3)
+    result = run(cfg)
+
+What runs, in the paper's order (Sec. 3.1.4 and 4.1), with our reading of what it leaves open:
+
+1. Pre-training on every image of the protocol's `pretrain_on` dataset (BU-4DFE's peak frames; a
+   different population of people from the target's), once, reused by every fold (its runs are keyed
+   on the data, as EIFN's): stage 1 trains G_es as an expression classifier and G_et as an identity
+   classifier of BU-4DFE's people (`pretrain_stage1_epochs`), their heads are dropped, h1 and h2 become
+   frozen copies of them, and stage 2 trains the whole TER-GAN on BU-4DFE (`pretrain_epochs`).
+2. Per fold, on the training split of the target (Oulu-CASIA):
+   - TER-GAN: stage 2 continues from the pre-trained TER-GAN (D^i gets a new last layer for the fold's
+     training people; h1 and h2 stay BU-4DFE's stage-1 encoders) for `epochs` epochs, the last kept
+     (nothing in stage 2 is a recognition score to select on).
+   - CNN baseline ("the pre-trained encoder G_es", Sec. 4.5): BU-4DFE's stage-1 G_es fine-tuned as a
+     supervised expression classifier on the fold (stage 1 on the target, G_et alongside), for the same
+     `epochs`, the best validation epoch kept: it sees the fold's labels as directly as TER-GAN's D does.
+   - Recognition (Sec. 4.4): the encoder frozen, a shallow classifier (one hidden layer) trained on its
+     f(e) for `classifier_epochs`, selected on the validation split, tested once: the fold's record.
+
+Each stage is an engine run under out_dir with its own run name, so a crashed fold resumes stage by
+stage, and a finished pre-training is reused.
+
+`paper`: 75 px crops, full widths, Adam 2e-4, batch 64; the epoch counts are not given (assumed).
+`study`: 64 px (a multiple of 32: no padding), widths / 8, sized for the CPU. `smoke`: 32 px, widths / 16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ferlib.data.cache import FERDataset, ImageCache
+from ferlib.data.transfer_pairs import WithIdentity, WithTargets
+from ferlib.data.transforms import make_transform
+from ferlib.engine import EngineConfig, fit, fit_and_test, make_loader, seed_everything
+from ferlib.experiments.common import (MethodFold, MethodsResult, ProtocolData, config_from_preset,
+                                       load_pretraining_data, load_protocol_data, make_fold, parse_methods,
+                                       resolve_folds, synth_only)
+from ferlib.models.tergan import LAMBDAS, TERGAN, RecognitionTask, StageOneTask, TERGANTask
+
+PAPER = "tergan"
+METHODS = ("baseline", "tergan")
+METHOD_TITLES = {"baseline": "CNN (baseline)", "tergan": "TER-GAN"}
+# the settings the pre-training depends on (not the fold or the fine-tuning's)
+PRETRAIN_FIELDS = ("preset", "seed", "lr", "betas", "lambdas", "reversal", "size", "width_divisor",
+                   "pretrain_stage1_epochs", "pretrain_epochs", "batch_size", "pretrain_scale")
+
+PRESETS = {
+    # CPU / CI: 32 px, widths / 16, a few epochs of each stage on a small share of the data
+    "smoke": dict(size=32, width_divisor=16, pretrain_stage1_epochs=1, pretrain_epochs=1, epochs=2,
+                  classifier_epochs=4, patience=0, batch_size=16, scale=0.1, pretrain_scale=0.1),
+    # CPU study: 64 px, widths / 8; every stage long enough to flatten (see the chapter's curves)
+    "study": dict(size=64, width_divisor=8, pretrain_stage1_epochs=10, pretrain_epochs=10, epochs=20,
+                  classifier_epochs=40, patience=10, batch_size=32, scale=1.0, pretrain_scale=1.0),
+    # GPU: Sec. 4.1 (Adam 2e-4, batch 64, 75 x 75 crops, full widths); epochs not stated (assumed)
+    "paper": dict(size=75, width_divisor=1, pretrain_stage1_epochs=30, pretrain_epochs=50, epochs=50,
+                  classifier_epochs=100, patience=0, batch_size=64, scale=1.0, pretrain_scale=1.0),
+}
+
+
+@dataclass(frozen=True)
+class TERGANConfig:
+    """Everything a TER-GAN chapter run depends on; the notebook's parameters map onto these fields."""
+
+    preset: str = "smoke"
+    dataset: str = "synth-oulu"     # synth-oulu, or oulu with data_root
+    fold: int = 0
+    folds: str = ""                 # "" runs `fold`; "all" every fold; "0,3" those
+    methods: str = "baseline,tergan"
+    pretrain: bool = True           # pre-train on the protocol's `pretrain_on` dataset (BU-4DFE)
+    pretrain_root: str | None = None  # data_root of the pre-training dataset when it is a real one
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+    out_dir: str = "results"
+    # the paper's constants (Sec. 4.1)
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)   # not stated: the DCGAN betas
+    lambdas: tuple[float, ...] = LAMBDAS
+    reversal: float = 1.0           # the gradient reversal layers' lambda (not stated)
+    classifier_hidden: int = 64     # the shallow classifier (not specified)
+    classifier_lr: float = 1e-3
+    # set by the preset
+    size: int = 32
+    width_divisor: int = 16
+    pretrain_stage1_epochs: int = 1
+    pretrain_epochs: int = 1
+    epochs: int = 2
+    classifier_epochs: int = 4
+    patience: int = 0
+    batch_size: int = 16
+    scale: float = 0.1
+    pretrain_scale: float = 0.1
+
+    @classmethod
+    def from_preset(cls, preset: str = "smoke", **overrides) -> "TERGANConfig":
+        return config_from_preset(cls, PRESETS, preset, **overrides)
+
+    def method_list(self) -> list[str]:
+        return parse_methods(self.methods, METHODS)
+
+    def table_dataset_list(self) -> list[str]:
+        return []
+
+    def run_name(self, method: str, fold: int, stage: str) -> str:
+        pre = "pre" if self.pretrain else "nopre"
+        return f"tergan-{method}-{stage}-{self.dataset}-{self.preset}-{pre}-seed{self.seed}-fold{fold}"
+
+
+def load(cfg: TERGANConfig) -> ProtocolData:
+    return load_protocol_data(cfg.dataset, PAPER, data_root=cfg.data_root, size=cfg.size, scale=cfg.scale,
+                              seed=cfg.seed)
+
+
+def load_pretraining(cfg: TERGANConfig, data: ProtocolData) -> ProtocolData | None:
+    """BU-4DFE (the protocol's `pretrain_on`) under TER-GAN's protocol, with the target's channels."""
+    name = data.protocol.pretrain_on if cfg.pretrain else None
+    if name is None:
+        return None
+    return load_pretraining_data(name, PAPER, pretrain_root=cfg.pretrain_root, size=cfg.size, scale=cfg.pretrain_scale,
+                                 seed=cfg.seed, channels=data.loaded.images.shape[-1],
+                                 why=f"TER-GAN pre-trains on {name} (Sec. 4.1)")
+
+
+def data_key(other: ProtocolData) -> str:
+    """A digest of the images and protocol rows the pre-training reads (another copy: another run)."""
+    h = hashlib.sha256(np.ascontiguousarray(other.loaded.images).tobytes())
+    h.update(json.dumps([str(other.loaded.images.shape), other.manifest.index.astype(str).tolist(),
+                         other.manifest["label"].astype(str).tolist(),
+                         other.manifest["subject"].astype(str).tolist()]).encode())
+    return h.hexdigest()[:8]
+
+
+def build_model(cfg: TERGANConfig, num_expressions: int, num_identities: int, in_channels: int) -> TERGAN:
+    return TERGAN(num_expressions, num_identities, in_channels, cfg.size, cfg.width_divisor, reversal=cfg.reversal)
+
+
+def engine_for(cfg: TERGANConfig, epochs: int, run_name: str, progress: bool, patience: int = 0) -> EngineConfig:
+    return EngineConfig(epochs=epochs, seed=cfg.seed, device=cfg.device, out_dir=cfg.out_dir, run_name=run_name,
+                        progress=progress, patience=patience)
+
+
+def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress: bool = True) -> dict:
+    """Stages 1 and 2 on every image of `other`, last epochs kept: the pre-trained TER-GAN's state_dict
+    (h1 and h2 hold the stage-1 encoders). Both runs are keyed on the data and reused."""
+    cache = ImageCache.from_arrays(other.loaded.images, other.loaded.manifest)
+    train = FERDataset(cache, other.manifest, other.protocol.classes,
+                       transform=make_transform("tergan", train=True, size=cfg.size))
+    people = WithIdentity(train).num_identities
+    settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
+    key = {"pretrain_dataset": other.protocol.dataset, "pretrain_source": other.source, "data": data_key(other)}
+    stem = f"tergan-pretrain-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{key['data']}"
+    seed_everything(cfg.seed)
+    model = build_model(cfg, len(other.protocol.classes), people, in_channels)
+    stage_one = StageOneTask(model, cfg.lr, cfg.betas)
+    fit(stage_one, make_loader(WithIdentity(train), cfg.batch_size, shuffle=True, seed=cfg.seed), None, None,
+        engine_for(cfg, cfg.pretrain_stage1_epochs, f"{stem}-stage1", progress), config=settings | key | {"stage": 1})
+    model.freeze_stage_one()
+    stage_two = TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
+    fit(stage_two, make_loader(WithTargets(train, cfg.seed), cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True),
+        None, None, engine_for(cfg, cfg.pretrain_epochs, f"{stem}-stage2", progress), config=settings | key | {"stage": 2})
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def load_matching(model: TERGAN, state: dict | None) -> list[str]:
+    """Load every tensor of `state` whose shape fits `model` (D^i's last layer does not: other people);
+    returns the names left at their initial values."""
+    if state is None:
+        return sorted(model.state_dict())
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting))
+
+
+def starting_model(cfg: TERGANConfig, method: str, num_expressions: int, num_identities: int, in_channels: int,
+                   pretrained: dict | None) -> tuple[TERGAN, list[str]]:
+    """A fold's model before it trains, and the names of its tensors not taken from `pretrained`: TER-GAN
+    continues the pre-trained TER-GAN; the baseline's encoders are the pre-training's stage-1 encoders
+    (h1 and h2), not stage 2's."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg, num_expressions, num_identities, in_channels)
+    fresh = load_matching(model, pretrained)
+    if method == "baseline" and pretrained is not None:
+        model.G_es.load_state_dict(model.h1.copy.state_dict())
+        model.G_et.load_state_dict(model.h2.copy.state_dict())
+    return model, fresh
+
+
+def recognise(cfg: TERGANConfig, method: str, fold: int, fold_data, encoder, config: dict, progress: bool):
+    """Sec. 4.4: a shallow classifier on the frozen encoder's f(e), selected on val, tested once."""
+    seed_everything(cfg.seed)
+    task = RecognitionTask(encoder, len(fold_data.classes), cfg.classifier_lr, cfg.classifier_hidden)
+    loaders = (make_loader(fold_data.train, cfg.batch_size, shuffle=True, seed=cfg.seed),
+               make_loader(fold_data.val, 256, shuffle=False), make_loader(fold_data.test, 256, shuffle=False))
+    return task, *fit_and_test(task, *loaders, engine_for(cfg, cfg.classifier_epochs,
+                                                          cfg.run_name(method, fold, "classifier"), progress,
+                                                          cfg.patience), config=config,
+                               class_names=fold_data.classes)
+
+
+def run_fold(cfg: TERGANConfig, data: ProtocolData, fold: int, method: str, pretrained: dict | None = None,
+             progress: bool = True, pretrained_on: str | None = None) -> MethodFold:
+    """One method on one fold, from the pre-trained TER-GAN's weights (`pretrain`) when given."""
+    fold_data = make_fold(data, fold, transform="tergan", size=cfg.size)
+    train = WithTargets(fold_data.train, cfg.seed)
+    model, fresh = starting_model(cfg, method, len(fold_data.classes), train.num_identities, fold_data.in_channels,
+                                  pretrained)
+    config = asdict(cfg) | {"fold": fold, "method": method, "pretrained_on": pretrained_on,
+                            "fresh_tensors": len(fresh)}
+    if method == "baseline":
+        stage = StageOneTask(model, cfg.lr, cfg.betas)
+        fit(stage, make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed),
+            make_loader(fold_data.val, 256, shuffle=False), None,
+            engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress), config=config | {"stage": 1})
+    else:
+        if pretrained is None:           # no pre-training: stage 1 on the fold first
+            stage = StageOneTask(model, cfg.lr, cfg.betas)
+            fit(stage, make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed),
+                None, None, engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress),
+                config=config | {"stage": 1})
+            model.freeze_stage_one()
+        stage = TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
+        fit(stage, make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True), None, None,
+            engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage2"), progress), config=config | {"stage": 2})
+    task, record, test = recognise(cfg, method, fold, fold_data, model.G_es, config | {"stage": "classifier"},
+                                   progress)
+    task.tergan = model                    # the whole TER-GAN, for the figures
+    return MethodFold(method, fold, record, fold_data, task, test)
+
+
+def run(cfg: TERGANConfig, data: ProtocolData | None = None, progress: bool = True) -> MethodsResult:
+    """Every method of `cfg.methods` on every fold asked for, after one pre-training."""
+    data = data or load(cfg)
+    folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
+    other = load_pretraining(cfg, data)
+    pretrained = pretrain(cfg, other, data.loaded.images.shape[-1], progress) if other is not None else None
+    on = None if other is None else f"{other.protocol.dataset} (data {data_key(other)})"
+    return MethodsResult(cfg, [run_fold(cfg, data, f, m, pretrained, progress, on)
+                               for m in cfg.method_list() for f in folds])
+
+
+def replace_dataset(cfg: TERGANConfig, dataset: str) -> TERGANConfig:
+    synth_only(dataset, cfg.dataset)
+    return dataclasses.replace(cfg, dataset=dataset, data_root=None, pretrain_root=None)
+
+
+__all__ = ["TERGANConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
+           "run", "replace_dataset", "load_matching"]

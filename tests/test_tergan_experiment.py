@@ -1,0 +1,96 @@
+"""The TER-GAN experiment at smoke scale: the stages chain as the paper's curriculum says, the pre-training
+is reused, the pairs are seeded per epoch, and no test person is in anything trained on."""
+
+import numpy as np
+import pytest
+import torch
+
+from ferlib.data.synth import IDENTITY_COLUMNS
+from ferlib.data.transfer_pairs import WithIdentity, WithTargets, identity_classes
+from ferlib.errors import FerlibError
+from ferlib.experiments import tergan
+from ferlib.experiments.common import make_fold
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    cfg = tergan.TERGANConfig.from_preset("smoke", out_dir=str(tmp_path_factory.mktemp("tergan")))
+    data = tergan.load(cfg)
+    other = tergan.load_pretraining(cfg, data)
+    pretrained = tergan.pretrain(cfg, other, data.loaded.images.shape[-1], progress=False)
+    return cfg, data, other, pretrained
+
+
+def test_pretraining_reads_another_population_and_no_test_person_is_trained_on(smoke):
+    cfg, data, other, _ = smoke
+    assert other.protocol.dataset == "synth-bu4dfe" and data.protocol.pretrain_on == "synth-bu4dfe"
+    fold = make_fold(data, 0, transform="tergan", size=cfg.size)
+    test_people = set(fold.test.subject_names[s] for s in np.unique(fold.test.subjects))
+    train_people = set(fold.train.subject_names[s] for s in np.unique(fold.train.subjects))
+    assert test_people and not test_people & train_people
+    # SynthFER's presets are different populations: same names, other faces (identity factors)
+    faces = lambda manifest, people: {tuple(r) for r in manifest[manifest["subject"].isin(people)]  # noqa: E731
+                                      .drop_duplicates("subject")[list(IDENTITY_COLUMNS)].itertuples(index=False)}
+    tested, pretrained_on = faces(data.loaded.manifest, test_people), faces(other.loaded.manifest, set(other.manifest["subject"]))
+    assert len(tested) == len(test_people) and len(pretrained_on) == other.manifest["subject"].nunique()
+    assert not tested & pretrained_on
+
+
+def test_pretraining_is_reused_and_its_stage_two_starts_from_stage_one(smoke):
+    cfg, data, other, pretrained = smoke
+    again = tergan.pretrain(cfg, other, data.loaded.images.shape[-1], progress=False)   # resumes the finished runs
+    assert all(torch.equal(v, again[k]) for k, v in pretrained.items())
+    # h1 and h2 hold stage 1's encoders; stage 2 moved G_es on from them
+    h1 = {k[len("h1.copy."):]: v for k, v in pretrained.items() if k.startswith("h1.copy.")}
+    g_es = {k[len("G_es."):]: v for k, v in pretrained.items() if k.startswith("G_es.")}
+    assert h1.keys() == g_es.keys() and not all(torch.equal(h1[k], g_es[k]) for k in h1)
+
+
+def test_each_method_starts_where_the_paper_says(smoke):
+    cfg, _, _, pretrained = smoke
+    model, fresh = tergan.starting_model(cfg, "tergan", 6, 4, 3, pretrained)
+    assert fresh == ["D.identity.4.bias", "D.identity.4.weight"]          # D^i names other people
+    assert all(torch.equal(v, pretrained["G_es." + k]) for k, v in model.G_es.state_dict().items())
+    base, _ = tergan.starting_model(cfg, "baseline", 6, 4, 3, pretrained)
+    assert all(torch.equal(v, pretrained["h1.copy." + k]) for k, v in base.G_es.state_dict().items())  # stage 1's
+    assert all(torch.equal(v, pretrained["h2.copy." + k]) for k, v in base.G_et.state_dict().items())
+
+
+def test_a_smoke_fold_of_each_method_trains_and_tests(smoke):
+    cfg, data, _, pretrained = smoke
+    for method in tergan.METHODS:
+        fold = tergan.run_fold(cfg, data, 0, method, pretrained, progress=False, pretrained_on="synth-bu4dfe")
+        history = fold.record["history"]
+        assert len(history) == cfg.classifier_epochs and history[-1]["train_loss"] < history[0]["train_loss"]
+        assert fold.record["test"]["n"] == len(fold.data.test) and fold.test["logits"].shape[1] == 6
+        assert fold.record["config"]["stage"] == "classifier" and fold.record["config"]["method"] == method
+        assert not any(p.requires_grad for p in fold.task.encoder.parameters())   # G_es detached
+
+
+def test_targets_are_seeded_per_epoch_and_name_the_training_people():
+    class Faces(torch.utils.data.Dataset):
+        subjects = np.array([3, 3, 7, 9, 9, 9])
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return {"image": torch.full((1, 2, 2), float(i)), "label": i % 2, "subject": int(self.subjects[i]),
+                    "index": i}
+
+    classes, people = identity_classes(Faces.subjects)
+    assert people == 3 and classes.tolist() == [0, 0, 1, 2, 2, 2]
+    pairs = WithTargets(Faces(), seed=5)
+    first = [pairs.target_of(i) for i in range(6)]
+    assert sorted(first) == list(range(6))                                  # every face a target once per epoch
+    pairs.set_epoch(2)
+    second = [pairs.target_of(i) for i in range(6)]
+    pairs.set_epoch(1)
+    assert [pairs.target_of(i) for i in range(6)] == first and second != first
+    sample = pairs[0]
+    j = first[0]
+    assert sample["target"]["index"] == j and sample["target"]["identity"] == classes[j]
+    assert torch.equal(sample["target"]["image"], torch.full((1, 2, 2), float(j))) and sample["identity"] == 0
+    assert WithIdentity(Faces())[3]["identity"] == 2
+    with pytest.raises(FerlibError, match="at least 2 training faces"):
+        WithTargets(torch.utils.data.Subset(Faces(), [0]))
