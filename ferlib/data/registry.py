@@ -11,7 +11,7 @@ is read by its adapter (`ferlib.data.adapters`), aligned for the paper and cache
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,14 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """Images (N,H,W,C) uint8 with their manifest, row i = image i."""
+    """Images (N,H,W,C) uint8 with their manifest, row i = image i. `synth`: for SynthFER rendered at a
+    square size, the rendering itself (its per-image factors draw ground truth: `synth.transfer_truth`)."""
 
     images: np.ndarray
     manifest: pd.DataFrame
     classes: tuple[str, ...]
     source: str                     # which data this is, in words
+    synth: Any = field(default=None, repr=False, compare=False)
 
 
 def read_dataset_info(path: Path) -> DatasetInfo:
@@ -134,7 +136,7 @@ def load_synth(preset: str, size, scale: float, seed: int) -> LoadedDataset:
         images = np.ascontiguousarray(images[:, top:top + h, left:left + w])
     shape = f"{h} px" if h == w else f"{h}x{w} px (the centre of {side} px faces)"
     source = f"SynthFER {preset} preset, scale {scale:g}, {shape}, seed {seed} (synthetic)"
-    return LoadedDataset(images, data.manifest, tuple(data.classes), source)
+    return LoadedDataset(images, data.manifest, tuple(data.classes), source, data if (h, w) == (side, side) else None)
 
 
 def default_cache_dir(dataset: str, paper: str, root: Path) -> Path:

@@ -1,0 +1,103 @@
+"""Expression transfer and editing scored against SynthFER's ground truth (beyond TER-GAN's paper).
+
+SynthFER knows the true answer of every transfer: the target person, in the target image's pose, light
+and other conditions, showing the source image's action units (`synth.transfer_truth`). So a generated
+x_bar can be scored by its distance to that truth, where the paper could only show pictures. Beside it,
+two trivial references that any method must beat to have transferred anything:
+
+    copy x_t   answer with the target image itself (right person, wrong expression)
+    copy x_s   answer with the source image itself (right expression, wrong person)
+
+Pairs are drawn among the test split's people only (never trained on): for transfer a source and a
+target of different people showing different expressions; for editing two images of one person
+showing different expressions. Every image goes through the test-time transform the model saw, and the
+truth through the same one, so the scores compare like with like: L1 (mean absolute difference in the
+model's [-1, 1] units) and SSIM (Wang et al. 2004: Gaussian window, sigma 1.5, over the colour channels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ferlib.data import synth
+from ferlib.data.transforms import make_transform
+from ferlib.errors import FerlibError
+
+KINDS = ("transfer", "editing")
+REFERENCES = ("copy x_t", "copy x_s")
+
+
+def draw_pairs(rows: pd.DataFrame, n: int, kind: str = "transfer", seed: int = 0) -> list[tuple[int, int]]:
+    """Up to `n` (source, target) row labels of `rows` (a split's manifest rows: subject, label): for
+    "transfer" different people, for "editing" one person; different labels either way. Seeded."""
+    if kind not in KINDS:
+        raise FerlibError(f"pair kind {kind!r}: choose {' or '.join(KINDS)}")
+    index = rows.index.to_numpy()
+    subjects, labels = rows["subject"].astype(str).to_numpy(), rows["label"].astype(str).to_numpy()
+    same_person = subjects[:, None] == subjects[None, :]
+    allowed = (labels[:, None] != labels[None, :]) & (same_person if kind == "editing" else ~same_person)
+    candidates = np.argwhere(allowed)
+    if len(candidates) == 0:
+        raise FerlibError(f"no {kind} pair in these {len(rows)} images: {kind} needs two images of "
+                          f"{'one person' if kind == 'editing' else 'different people'} with different expressions")
+    chosen = np.random.default_rng(seed).permutation(len(candidates))[:n]
+    return [(int(index[i]), int(index[j])) for i, j in candidates[np.sort(chosen)]]
+
+
+def model_inputs(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, size, size) in [-1, 1] through TER-GAN's test-time transform."""
+    transform = make_transform("tergan", train=False, size=size)
+    return torch.stack([transform(torch.from_numpy(np.ascontiguousarray(i)).permute(2, 0, 1)) for i in images])
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Per-image SSIM of (N, C, H, W) images in [-1, 1] (data range 2), channels as channels."""
+    from skimage.metrics import structural_similarity
+    a, b = a.detach().float().cpu().numpy(), b.detach().float().cpu().numpy()
+    return np.array([structural_similarity(x, y, channel_axis=0, data_range=2.0, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False) for x, y in zip(a, b)])
+
+
+def pixel_scores(answer: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """L1 (mean |answer - truth| over pixels and images, [-1, 1] units) and mean SSIM."""
+    return {"l1": float((answer - truth).abs().mean()), "ssim": float(ssim(answer, truth).mean())}
+
+
+def truth_of(data: synth.SynthData, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """The true answer of each (source, target) pair, at the rendering's size."""
+    return np.stack([synth.transfer_truth(data, s, t) for s, t in pairs])
+
+
+@torch.no_grad()
+def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.device | str = "cpu",
+          batch: int = 64) -> dict:
+    """TER-GAN's x_bar and the two references against the truth of each pair: {answer: {l1, ssim}} and the
+    images (inputs, generated, truth) of the first eight pairs, for the figures. `loaded` must keep its
+    SynthFER rendering (`LoadedDataset.synth`)."""
+    data = loaded.synth
+    if data is None:
+        raise FerlibError("ground truth needs SynthFER rendered at a square size (LoadedDataset.synth); a real "
+                          "dataset has none: its transfers can only be looked at")
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+    x_s, x_t = model_inputs(loaded.images[sources], size), model_inputs(loaded.images[targets], size)
+    truth = model_inputs(truth_of(data, pairs), size)
+    was_training = model.training
+    model.eval()
+    try:
+        generated = torch.cat([model.transfer(x_s[k:k + batch].to(device), x_t[k:k + batch].to(device)).cpu()
+                               for k in range(0, len(pairs), batch)])
+    finally:
+        model.train(was_training)
+    scores = {"TER-GAN": pixel_scores(generated, truth), "copy x_t": pixel_scores(x_t, truth),
+              "copy x_s": pixel_scores(x_s, truth)}
+    return {"pairs": len(pairs), "scores": scores,
+            "figure": {"source": x_s[:8], "target": x_t[:8], "generated": generated[:8], "truth": truth[:8]}}
+
+
+def scores_table(results: dict[str, dict]) -> pd.DataFrame:
+    """{kind: score()} -> one row per (kind, answer): pairs, L1, SSIM."""
+    rows = [{"pairs": r["pairs"], "kind": kind, "answer": answer, "L1 to truth": s["l1"], "SSIM to truth": s["ssim"]}
+            for kind, r in results.items() for answer, s in r["scores"].items()]
+    return pd.DataFrame(rows)

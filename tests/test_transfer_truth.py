@@ -1,0 +1,84 @@
+"""Scoring transfers against SynthFER's ground truth: the pairs, SSIM, and that the scorer ranks an oracle,
+a copier and the references as it must."""
+
+import numpy as np
+import pytest
+import torch
+
+from ferlib.data.registry import load_dataset
+from ferlib.errors import FerlibError
+from ferlib.experiments import transfer_truth as tt
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_dataset("synth-oulu", None, size=SIZE, scale=0.05, seed=0, paper="tergan")
+
+
+def last_frames(loaded):
+    m = loaded.manifest
+    return m[(m["role"] == "apex") & (m["label"] != "neutral")].groupby("sequence").tail(1)
+
+
+def test_pairs_follow_their_kind_and_are_seeded(loaded):
+    rows = last_frames(loaded)
+    m = loaded.manifest
+    transfer = tt.draw_pairs(rows, 20, "transfer", seed=1)
+    editing = tt.draw_pairs(rows, 20, "editing", seed=1)
+    assert len(transfer) == 20 and len(editing) == 20
+    for s, t in transfer:
+        assert m.loc[s, "subject"] != m.loc[t, "subject"] and m.loc[s, "label"] != m.loc[t, "label"]
+    for s, t in editing:
+        assert m.loc[s, "subject"] == m.loc[t, "subject"] and m.loc[s, "label"] != m.loc[t, "label"]
+    assert tt.draw_pairs(rows, 20, "transfer", seed=1) == transfer != tt.draw_pairs(rows, 20, "transfer", seed=2)
+    one_person = rows[rows["subject"] == rows["subject"].iloc[0]]
+    with pytest.raises(FerlibError, match="no transfer pair"):
+        tt.draw_pairs(one_person, 5, "transfer")
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    assert np.allclose(tt.ssim(x, x), 1.0)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    noisier = (x + 0.8 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert (tt.ssim(x, noisier) < tt.ssim(x, noisy)).all() and (tt.ssim(x, noisy) < 0.99).all()
+
+
+class Answers(torch.nn.Module):
+    """A stand-in generator: answers with x_t, x_s, or with whatever `oracle` holds (in pair order)."""
+
+    def __init__(self, mode, oracle=None):
+        super().__init__()
+        self.mode, self.oracle, self.served = mode, oracle, 0
+
+    def transfer(self, x_s, x_t):
+        if self.mode == "oracle":
+            out = self.oracle[self.served:self.served + len(x_s)]
+            self.served += len(x_s)
+            return out
+        return x_t if self.mode == "target" else x_s
+
+
+def test_the_scorer_ranks_an_oracle_first_and_a_copier_as_its_reference(loaded):
+    pairs = tt.draw_pairs(last_frames(loaded), 12, "transfer", seed=0)
+    truth = tt.model_inputs(tt.truth_of(loaded.synth, pairs), SIZE)
+    oracle = tt.score(Answers("oracle", truth), loaded, pairs, SIZE, batch=5)["scores"]["TER-GAN"]
+    assert oracle["l1"] == pytest.approx(0.0, abs=1e-7) and oracle["ssim"] == pytest.approx(1.0)
+    copier = tt.score(Answers("target"), loaded, pairs, SIZE)
+    assert copier["scores"]["TER-GAN"] == copier["scores"]["copy x_t"]
+    assert tt.score(Answers("source"), loaded, pairs, SIZE)["scores"]["TER-GAN"] == copier["scores"]["copy x_s"]
+    # the truth is the target person: copying the target is far closer to it than copying the source
+    assert copier["scores"]["copy x_t"]["l1"] < 0.5 * copier["scores"]["copy x_s"]["l1"]
+    assert copier["pairs"] == 12 and copier["figure"]["truth"].shape == (8, 3, SIZE, SIZE)
+    table = tt.scores_table({"transfer": copier})
+    assert list(table["answer"]) == ["TER-GAN", "copy x_t", "copy x_s"]
+
+
+def test_a_real_dataset_has_no_truth_and_says_so(loaded):
+    import dataclasses
+    real_like = dataclasses.replace(loaded, synth=None)
+    with pytest.raises(FerlibError, match="can only be looked at"):
+        tt.score(Answers("target"), real_like, [(0, 1)], SIZE)
