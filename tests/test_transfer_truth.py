@@ -82,3 +82,24 @@ def test_a_real_dataset_has_no_truth_and_says_so(loaded):
     real_like = dataclasses.replace(loaded, synth=None)
     with pytest.raises(FerlibError, match="can only be looked at"):
         tt.score(Answers("target"), real_like, [(0, 1)], SIZE)
+
+
+def test_judges_read_expression_and_identity_and_score_the_answers(loaded):
+    m = loaded.manifest
+    rows = m[(m["label"] != "neutral") & (m["role"] == "apex")]
+    images = tt.model_inputs(loaded.images[rows.index.to_numpy()], SIZE)
+    classes = sorted(rows["label"].unique())
+    expression = tt.fit_judge(images, rows["label"].map(classes.index).to_numpy(), len(classes))
+    people = sorted(rows["subject"].unique())
+    identity = tt.fit_judge(images, rows["subject"].map(people.index).to_numpy(), len(people))
+    pairs = tt.draw_pairs(last_frames(loaded), 30, "transfer", seed=0)
+    judges = {"expression": (expression, [classes.index(m.loc[s, "label"]) for s, _ in pairs]),
+              "identity": (identity, [people.index(m.loc[t, "subject"]) for _, t in pairs])}
+    scores = tt.score(Answers("target"), loaded, pairs, SIZE, judges=judges)["scores"]
+    # copying the target keeps the person and never the (different) source expression, copying the source
+    # the reverse; the truth is the target person (what its expression reads as depends on how well a judge
+    # trained on 4 people generalises: the experiment reports it beside the answers)
+    assert scores["copy x_t"]["identity judge %"] >= scores["copy x_s"]["identity judge %"] + 40
+    assert scores["copy x_s"]["expression judge %"] >= scores["copy x_t"]["expression judge %"] + 40
+    assert scores["truth"]["identity judge %"] >= scores["copy x_s"]["identity judge %"] + 40
+    assert scores["TER-GAN"] == scores["copy x_t"]              # this stand-in generator copies the target

@@ -3,7 +3,8 @@
 SynthFER knows the true answer of every transfer: the target person, in the target image's pose, light
 and other conditions, showing the source image's action units (`synth.transfer_truth`). So a generated
 x_bar can be scored by its distance to that truth, where the paper could only show pictures. Beside it,
-two trivial references that any method must beat to have transferred anything:
+two trivial references that any method must beat to have transferred anything (and the truth itself,
+which shows what the judges below can tell at best):
 
     copy x_t   answer with the target image itself (right person, wrong expression)
     copy x_s   answer with the source image itself (right expression, wrong person)
@@ -13,6 +14,9 @@ target of different people showing different expressions; for editing two images
 showing different expressions. Every image goes through the test-time transform the model saw, and the
 truth through the same one, so the scores compare like with like: L1 (mean absolute difference in the
 model's [-1, 1] units) and SSIM (Wang et al. 2004: Gaussian window, sigma 1.5, over the colour channels).
+Two judges trained on real images only (`fit_judge`: the study's plain CNN) read each answer: an
+expression judge (is it the source's expression?) and an identity judge of the test people (is it the
+target person?).
 """
 
 from __future__ import annotations
@@ -70,12 +74,42 @@ def truth_of(data: synth.SynthData, pairs: list[tuple[int, int]]) -> np.ndarray:
     return np.stack([synth.transfer_truth(data, s, t) for s, t in pairs])
 
 
+def fit_judge(images: torch.Tensor, labels, num_classes: int, epochs: int = 30, seed: int = 0, width: int = 8,
+              lr: float = 3e-3, batch: int = 64):
+    """A judge: the study's plain CNN trained with cross-entropy on real images (N, C, H, W) and their
+    labels (expression classes, or people), independent of the networks it will judge. Returns a function
+    images -> predicted class indices."""
+    from ferlib.models.baseline import PlainCNN
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = PlainCNN(num_classes, images.shape[1], width)
+    labels = torch.as_tensor(np.array(labels), dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for chunk in torch.randperm(len(images), generator=generator).split(batch):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(images[chunk]), labels[chunk]).backward()
+            opt.step()
+    model.eval()
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> np.ndarray:
+        return torch.cat([model(part).argmax(1) for part in x.split(256)]).numpy()
+
+    predict.model = model
+    return predict
+
+
 @torch.no_grad()
 def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.device | str = "cpu",
-          batch: int = 64) -> dict:
-    """TER-GAN's x_bar and the two references against the truth of each pair: {answer: {l1, ssim}} and the
-    images (inputs, generated, truth) of the first eight pairs, for the figures. `loaded` must keep its
-    SynthFER rendering (`LoadedDataset.synth`)."""
+          batch: int = 64, judges: dict | None = None) -> dict:
+    """TER-GAN's x_bar and the two references against the truth of each pair: {answer: {l1, ssim}}, and
+    with `judges` ({name: (predict, expected class per pair)}, e.g. an expression judge expecting the
+    source's expression and an identity judge expecting the target person) each answer's accuracy under
+    each judge; the images (inputs, generated, truth) of the first eight pairs, for the figures. `loaded`
+    must keep its SynthFER rendering (`LoadedDataset.synth`)."""
     data = loaded.synth
     if data is None:
         raise FerlibError("ground truth needs SynthFER rendered at a square size (LoadedDataset.synth); a real "
@@ -90,14 +124,19 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
                                for k in range(0, len(pairs), batch)])
     finally:
         model.train(was_training)
-    scores = {"TER-GAN": pixel_scores(generated, truth), "copy x_t": pixel_scores(x_t, truth),
-              "copy x_s": pixel_scores(x_s, truth)}
+    answers = {"TER-GAN": generated, "copy x_t": x_t, "copy x_s": x_s, "truth": truth}
+    scores = {name: pixel_scores(images, truth) for name, images in answers.items() if name != "truth"}
+    for judge, (predict, expected) in (judges or {}).items():
+        expected = np.asarray(expected)
+        for name, images in answers.items():
+            scores.setdefault(name, {})[f"{judge} judge %"] = float(100 * (predict(images) == expected).mean())
     return {"pairs": len(pairs), "scores": scores,
             "figure": {"source": x_s[:8], "target": x_t[:8], "generated": generated[:8], "truth": truth[:8]}}
 
 
 def scores_table(results: dict[str, dict]) -> pd.DataFrame:
     """{kind: score()} -> one row per (kind, answer): pairs, L1, SSIM."""
-    rows = [{"pairs": r["pairs"], "kind": kind, "answer": answer, "L1 to truth": s["l1"], "SSIM to truth": s["ssim"]}
+    rows = [{"pairs": r["pairs"], "kind": kind, "answer": answer, "L1 to truth": s.get("l1"),
+             "SSIM to truth": s.get("ssim"), **{k: v for k, v in s.items() if k.endswith("judge %")}}
             for kind, r in results.items() for answer, s in r["scores"].items()]
     return pd.DataFrame(rows)
