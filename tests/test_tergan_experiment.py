@@ -56,10 +56,16 @@ def test_each_method_starts_where_the_paper_says(smoke):
     assert all(torch.equal(v, pretrained["h2.copy." + k]) for k, v in base.G_et.state_dict().items())
 
 
-def test_a_smoke_fold_of_each_method_trains_and_tests(smoke):
+@pytest.fixture(scope="module")
+def trained(smoke):
     cfg, data, _, pretrained = smoke
-    for method in tergan.METHODS:
-        fold = tergan.run_fold(cfg, data, 0, method, pretrained, progress=False, pretrained_on="synth-bu4dfe")
+    return {method: tergan.run_fold(cfg, data, 0, method, pretrained, progress=False, pretrained_on="synth-bu4dfe")
+            for method in tergan.METHODS}
+
+
+def test_a_smoke_fold_of_each_method_trains_and_tests(smoke, trained):
+    cfg = smoke[0]
+    for method, fold in trained.items():
         history = fold.record["history"]
         assert len(history) == cfg.classifier_epochs and history[-1]["train_loss"] < history[0]["train_loss"]
         assert fold.record["test"]["n"] == len(fold.data.test) and fold.test["logits"].shape[1] == 6
@@ -94,3 +100,21 @@ def test_targets_are_seeded_per_epoch_and_name_the_training_people():
     assert WithIdentity(Faces())[3]["identity"] == 2
     with pytest.raises(FerlibError, match="at least 2 training faces"):
         WithTargets(torch.utils.data.Subset(Faces(), [0]))
+
+
+def test_a_tergan_record_scores_its_transfers_against_the_truth_and_probes_its_features(smoke, trained):
+    cfg, data = smoke[:2]
+    fold = trained["tergan"]
+    out = tergan.extras("tergan", fold, cfg, data.loaded, figure_fold=True)
+    assert {(r["method"], r["feature"]) for r in out["probes"]} == {("TER-GAN", "f(e)"), ("TER-GAN", "f(i)")}
+    truth = out["truth"]
+    assert 0 <= truth["judges"]["expression judge on real test faces %"] <= 100
+    for kind in ("transfer", "editing"):
+        scores = truth[kind]["scores"]
+        assert set(scores) == {"TER-GAN", "copy x_t", "copy x_s", "truth"}
+        assert scores["truth"]["l1"] == 0 and scores["truth"]["ssim"] == pytest.approx(1.0)
+        assert {"l1", "ssim", "expression judge %", "identity judge %"} <= set(scores["TER-GAN"])
+        assert np.asarray(truth[kind]["figure"]["generated"]).shape[0] == min(4, truth[kind]["pairs"])
+    # editing keeps one person: copying the target is the right person, so the identity judge agrees with it
+    assert truth["editing"]["scores"]["copy x_t"]["identity judge %"] >= truth["transfer"]["scores"]["copy x_s"]["identity judge %"]
+    assert "truth" not in tergan.extras("baseline", trained["baseline"], cfg, data.loaded, figure_fold=True)

@@ -74,7 +74,7 @@ def test_the_scorer_ranks_an_oracle_first_and_a_copier_as_its_reference(loaded):
     assert copier["scores"]["copy x_t"]["l1"] < 0.5 * copier["scores"]["copy x_s"]["l1"]
     assert copier["pairs"] == 12 and copier["figure"]["truth"].shape == (8, 3, SIZE, SIZE)
     table = tt.scores_table({"transfer": copier})
-    assert list(table["answer"]) == ["TER-GAN", "copy x_t", "copy x_s"]
+    assert list(table["answer"]) == ["TER-GAN", "copy x_t", "copy x_s", "truth"]
 
 
 def test_a_real_dataset_has_no_truth_and_says_so(loaded):

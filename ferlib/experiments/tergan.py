@@ -36,6 +36,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.transfer_pairs import WithIdentity, WithTargets
@@ -54,9 +55,10 @@ PRETRAIN_FIELDS = ("preset", "seed", "lr", "betas", "lambdas", "reversal", "size
                    "pretrain_stage1_epochs", "pretrain_epochs", "batch_size", "pretrain_scale")
 
 PRESETS = {
-    # CPU / CI: 32 px, widths / 16, a few epochs of each stage on a small share of the data
+    # CPU / CI: 32 px, widths / 16, a few epochs of each stage on a small share of the data (Oulu-CASIA's
+    # 16 people of scale 0.2: two test people per fold, so that a transfer has two people)
     "smoke": dict(size=32, width_divisor=16, pretrain_stage1_epochs=1, pretrain_epochs=1, epochs=2,
-                  classifier_epochs=4, patience=0, batch_size=16, scale=0.1, pretrain_scale=0.1),
+                  classifier_epochs=4, patience=0, batch_size=16, scale=0.2, pretrain_scale=0.1, judge_epochs=3),
     # CPU study: 64 px, widths / 8; every stage long enough to flatten (see the chapter's curves)
     "study": dict(size=64, width_divisor=8, pretrain_stage1_epochs=10, pretrain_epochs=10, epochs=20,
                   classifier_epochs=40, patience=10, batch_size=32, scale=1.0, pretrain_scale=1.0),
@@ -88,6 +90,7 @@ class TERGANConfig:
     reversal: float = 1.0           # the gradient reversal layers' lambda (not stated)
     classifier_hidden: int = 64     # the shallow classifier (not specified)
     classifier_lr: float = 1e-3
+    judge_epochs: int = 30          # the ground-truth scores' judges (plain CNNs on real images)
     # set by the preset
     size: int = 32
     width_divisor: int = 16
@@ -97,7 +100,7 @@ class TERGANConfig:
     classifier_epochs: int = 4
     patience: int = 0
     batch_size: int = 16
-    scale: float = 0.1
+    scale: float = 0.2
     pretrain_scale: float = 0.1
 
     @classmethod
@@ -253,5 +256,94 @@ def replace_dataset(cfg: TERGANConfig, dataset: str) -> TERGANConfig:
     return dataclasses.replace(cfg, dataset=dataset, data_root=None, pretrain_root=None)
 
 
+# ----------------------------------------------------------------------------- what a record measures
+
+TRUTH_PAIRS = 64          # transfer pairs and editing pairs scored per fold
+
+
+@torch.no_grad()
+def encoded(model: TERGAN, dataset, batch: int = 256) -> dict[str, np.ndarray]:
+    """f(e) and f(i) of every image of `dataset` (test-time transform), in eval mode."""
+    from ferlib.engine import eval_mode
+    out: dict[str, list] = {"f(e)": [], "f(i)": []}
+    device = next(model.parameters()).device
+    with eval_mode([model]):
+        for chunk in make_loader(dataset, batch, shuffle=False):
+            x = chunk["image"].to(device)
+            out["f(e)"].append(model.G_es(x).cpu())
+            out["f(i)"].append(model.G_et(x).cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def probe_table(fold: MethodFold, seed: int = 0) -> list[dict]:
+    """The identity probe on f(e) (the paper's disentanglement claim: less identity is better) and the
+    expression probe on f(i), over the training people's held-out sequences (`common.probe_rows`)."""
+    from ferlib.experiments.common import probe_rows
+    data = fold.data.train_eval
+    feats = encoded(fold.task.tergan, data)
+    title = METHOD_TITLES[fold.method]
+    return probe_rows([(title, name, x) for name, x in feats.items()], data.subjects, data.labels,
+                      fold.data.sequences(data), seed)
+
+
+def judges_for(fold: MethodFold, pairs: dict[str, list[tuple[int, int]]], size: int, seed: int, epochs: int):
+    """The expression judge (trained on the fold's training split: it never saw a test person) with its
+    accuracy on the real test faces, the identity judge (trained on every real image of the test people:
+    the copies of x_t and x_s are images it trained on, x_bar and the truth are not), and what each pair
+    must be judged as (the source's expression, the target person)."""
+    from ferlib.experiments.transfer_truth import fit_judge, model_inputs
+    cache, m = fold.data.cache, fold.data.manifest
+
+    def images(rows) -> torch.Tensor:
+        stack = cache.images[[cache.position(r) for r in rows]]
+        return model_inputs(stack.permute(0, 2, 3, 1).numpy(), size)
+
+    classes = list(fold.data.classes)
+    train_rows = m.index[m["split"] == "train"].to_numpy()
+    test_rows = m.index[m["split"] == "test"].to_numpy()
+    expression = fit_judge(images(train_rows), [classes.index(c) for c in m.loc[train_rows, "label"]],
+                           len(classes), epochs=epochs, seed=seed)
+    people = sorted(m.loc[test_rows, "subject"].astype(str).unique())
+    person = lambda rows: [people.index(str(p)) for p in m.loc[rows, "subject"]]  # noqa: E731
+    identity = fit_judge(images(test_rows), person(test_rows), len(people), epochs=epochs, seed=seed)
+    own = {"expression judge on real test faces %": float(100 * np.mean(
+        expression(images(test_rows)) == np.array([classes.index(c) for c in m.loc[test_rows, "label"]])))}
+    expected = {kind: {"expression": [classes.index(m.loc[s_, "label"]) for s_, _ in kind_pairs],
+                       "identity": person([t for _, t in kind_pairs])} for kind, kind_pairs in pairs.items()}
+    return expression, identity, own, expected
+
+
+def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TRUTH_PAIRS,
+                 judge_epochs: int = 30) -> dict:
+    """Transfer and editing on the test people, scored against SynthFER's truth (`transfer_truth`)."""
+    from ferlib.experiments import transfer_truth as tt
+    m = fold.data.manifest
+    test = m[m["split"] == "test"]
+    if test["subject"].nunique() < 2:
+        return {"unmeasured": f"the test split holds {test['subject'].nunique()} person: a transfer needs two"}
+    pairs = {kind: tt.draw_pairs(test, n, kind, seed) for kind in tt.KINDS}
+    expression, identity, own, expected = judges_for(fold, pairs, size, seed, judge_epochs)
+    out = {"judges": own}
+    for kind, kind_pairs in pairs.items():
+        judges = {"expression": (expression, expected[kind]["expression"]),
+                  "identity": (identity, expected[kind]["identity"])}
+        result = tt.score(fold.task.tergan, loaded, kind_pairs, size, fold.task.device, judges=judges)
+        figure = result.pop("figure")
+        out[kind] = result | {"figure": {k: v[:4].numpy().round(3).tolist() for k, v in figure.items()}}
+    return out
+
+
+def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_fold: bool) -> dict:
+    """What the chapter's tables and figures need from one TER-GAN job: the probes on f(e) and f(i) and,
+    for TER-GAN on SynthFER, the ground-truth scores of its transfers and edits."""
+    out = {"probes": probe_table(fold, cfg.seed)}
+    if job_method == "tergan" and loaded.synth is not None:
+        out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs)
+        if not figure_fold:
+            for kind in ("transfer", "editing"):
+                out["truth"].get(kind, {}).pop("figure", None)
+    return out
+
+
 __all__ = ["TERGANConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
-           "run", "replace_dataset", "load_matching"]
+           "run", "replace_dataset", "load_matching", "extras", "truth_scores", "probe_table"]

@@ -125,7 +125,7 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
     finally:
         model.train(was_training)
     answers = {"TER-GAN": generated, "copy x_t": x_t, "copy x_s": x_s, "truth": truth}
-    scores = {name: pixel_scores(images, truth) for name, images in answers.items() if name != "truth"}
+    scores = {name: pixel_scores(images, truth) for name, images in answers.items()}
     for judge, (predict, expected) in (judges or {}).items():
         expected = np.asarray(expected)
         for name, images in answers.items():
