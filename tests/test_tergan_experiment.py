@@ -118,3 +118,15 @@ def test_a_tergan_record_scores_its_transfers_against_the_truth_and_probes_its_f
     # editing keeps one person: copying the target is the right person, so the identity judge agrees with it
     assert truth["editing"]["scores"]["copy x_t"]["identity judge %"] >= truth["transfer"]["scores"]["copy x_s"]["identity judge %"]
     assert "truth" not in tergan.extras("baseline", trained["baseline"], cfg, data.loaded, figure_fold=True)
+
+
+def test_a_sweep_job_writes_a_record_with_the_stages_and_the_truth(tmp_path):
+    from ferlib.study.jobs import Job, run_job
+    from ferlib.study.records import iter_records
+    record = run_job(Job("tergan", "tergan", "synth-oulu", 0, "smoke"), tmp_path / "registry", tmp_path / "work",
+                     progress=False, epochs=1, classifier_epochs=2, judge_epochs=1)
+    assert record["job"]["paper"] == "tergan" and record["extras"]["pretrained_on"].startswith("synth-bu4dfe")
+    assert set(record["extras"]["stages"]) == {"stage2"} and len(record["extras"]["stages"]["stage2"]) == 1
+    assert set(record["extras"]["truth"]) == {"judges", "transfer", "editing"}
+    assert record["identity_probe"]["acc"] is not None          # on f(e), the features the classifier reads
+    assert [r["job"] for r in iter_records(tmp_path / "registry")] == [record["job"]]

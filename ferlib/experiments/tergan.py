@@ -61,10 +61,10 @@ PRESETS = {
                   classifier_epochs=4, patience=0, batch_size=16, scale=0.2, pretrain_scale=0.1, judge_epochs=3),
     # CPU study: 64 px, widths / 8; every stage long enough to flatten (see the chapter's curves)
     "study": dict(size=64, width_divisor=8, pretrain_stage1_epochs=10, pretrain_epochs=10, epochs=20,
-                  classifier_epochs=40, patience=10, batch_size=32, scale=1.0, pretrain_scale=1.0),
+                  classifier_epochs=40, patience=10, batch_size=32, scale=1.0, pretrain_scale=1.0, judge_epochs=30),
     # GPU: Sec. 4.1 (Adam 2e-4, batch 64, 75 x 75 crops, full widths); epochs not stated (assumed)
     "paper": dict(size=75, width_divisor=1, pretrain_stage1_epochs=30, pretrain_epochs=50, epochs=50,
-                  classifier_epochs=100, patience=0, batch_size=64, scale=1.0, pretrain_scale=1.0),
+                  classifier_epochs=100, patience=0, batch_size=64, scale=1.0, pretrain_scale=1.0, judge_epochs=30),
 }
 
 
@@ -151,6 +151,11 @@ def engine_for(cfg: TERGANConfig, epochs: int, run_name: str, progress: bool, pa
                         progress=progress, patience=patience)
 
 
+def pretrain_stem(cfg: TERGANConfig, other: ProtocolData) -> str:
+    """The pre-training runs' name stem: per pre-training dataset, preset, seed and data digest."""
+    return f"tergan-pretrain-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{data_key(other)}"
+
+
 def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress: bool = True) -> dict:
     """Stages 1 and 2 on every image of `other`, last epochs kept: the pre-trained TER-GAN's state_dict
     (h1 and h2 hold the stage-1 encoders). Both runs are keyed on the data and reused."""
@@ -160,7 +165,7 @@ def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress:
     people = WithIdentity(train).num_identities
     settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
     key = {"pretrain_dataset": other.protocol.dataset, "pretrain_source": other.source, "data": data_key(other)}
-    stem = f"tergan-pretrain-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{key['data']}"
+    stem = pretrain_stem(cfg, other)
     seed_everything(cfg.seed)
     model = build_model(cfg, len(other.protocol.classes), people, in_channels)
     stage_one = StageOneTask(model, cfg.lr, cfg.betas)
@@ -219,24 +224,27 @@ def run_fold(cfg: TERGANConfig, data: ProtocolData, fold: int, method: str, pret
                                   pretrained)
     config = asdict(cfg) | {"fold": fold, "method": method, "pretrained_on": pretrained_on,
                             "fresh_tensors": len(fresh)}
-    if method == "baseline":
-        stage = StageOneTask(model, cfg.lr, cfg.betas)
-        fit(stage, make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed),
-            make_loader(fold_data.val, 256, shuffle=False), None,
-            engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress), config=config | {"stage": 1})
+    identified = make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed)
+    stages = {}
+    if method == "baseline":             # stage 1's G_es fine-tuned as a classifier, its best val epoch kept
+        stages["stage1"] = fit(StageOneTask(model, cfg.lr, cfg.betas), identified,
+                               make_loader(fold_data.val, 256, shuffle=False), None,
+                               engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress),
+                               config=config | {"stage": 1})
     else:
         if pretrained is None:           # no pre-training: stage 1 on the fold first
-            stage = StageOneTask(model, cfg.lr, cfg.betas)
-            fit(stage, make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed),
-                None, None, engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress),
-                config=config | {"stage": 1})
+            stages["stage1"] = fit(StageOneTask(model, cfg.lr, cfg.betas), identified, None, None,
+                                   engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage1"), progress),
+                                   config=config | {"stage": 1})
             model.freeze_stage_one()
-        stage = TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
-        fit(stage, make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True), None, None,
-            engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage2"), progress), config=config | {"stage": 2})
+        pairs = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
+        stages["stage2"] = fit(TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas), pairs, None, None,
+                               engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage2"), progress),
+                               config=config | {"stage": 2})
     task, record, test = recognise(cfg, method, fold, fold_data, model.G_es, config | {"stage": "classifier"},
                                    progress)
     task.tergan = model                    # the whole TER-GAN, for the figures
+    record["stages"] = {name: stage_record["history"] for name, stage_record in stages.items()}
     return MethodFold(method, fold, record, fold_data, task, test)
 
 
@@ -336,7 +344,9 @@ def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TR
 def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_fold: bool) -> dict:
     """What the chapter's tables and figures need from one TER-GAN job: the probes on f(e) and f(i) and,
     for TER-GAN on SynthFER, the ground-truth scores of its transfers and edits."""
-    out = {"probes": probe_table(fold, cfg.seed)}
+    from ferlib.study.jobs import history_rows
+    out = {"pretrained_on": fold.record["config"].get("pretrained_on"), "probes": probe_table(fold, cfg.seed),
+           "stages": {name: history_rows(h) for name, h in fold.record.get("stages", {}).items()}}
     if job_method == "tergan" and loaded.synth is not None:
         out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs)
         if not figure_fold:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ferlib.errors import FerlibError, UnknownName
-from ferlib.experiments import adfl, baseline, ean, eifn, ifgan
+from ferlib.experiments import adfl, baseline, ean, eifn, ifgan, tergan
 from ferlib.io import atomic_write
 
 STORED = Path(__file__).resolve().parents[2] / "data_manifests" / "fingerprints.json"
@@ -69,9 +69,9 @@ RTOL = 1e-8
 TINY = 1e-300           # |a - b| / max(|a|, |b|, TINY): two zeros agree
 
 # the experiments, in the study's order; each one's METHODS dict names its methods
-EXPERIMENTS = {"baseline": baseline, "ifgan": ifgan, "adfl": adfl, "eifn": eifn, "ean": ean}
+EXPERIMENTS = {"baseline": baseline, "ifgan": ifgan, "adfl": adfl, "eifn": eifn, "ean": ean, "tergan": tergan}
 METHODS: tuple[tuple[str, str], ...] = (("baseline", "baseline"),) + tuple(
-    (paper, method) for paper in ("ifgan", "adfl", "eifn", "ean") for method in EXPERIMENTS[paper].METHODS)
+    (paper, method) for paper in ("ifgan", "adfl", "eifn", "ean", "tergan") for method in EXPERIMENTS[paper].METHODS)
 # EAN's phases start at once in the fingerprint's 3 steps: the graph (and Adj_loss) from step 1 and SCN's
 # relabelling too, so the steps run every loss its method has
 EAN_PHASES = dict(graph_start=0, relabel_epoch=1)
@@ -92,7 +92,7 @@ def check_method(paper: str, method: str) -> None:
 def preset_config(paper: str):
     """The smoke preset's config of `paper` on its default dataset (SynthFER CK+), CPU, `SIZES` applied."""
     configs = {"baseline": baseline.BaselineConfig, "ifgan": ifgan.IFGANConfig, "adfl": adfl.ADFLConfig,
-               "eifn": eifn.EIFNConfig, "ean": ean.EANConfig}
+               "eifn": eifn.EIFNConfig, "ean": ean.EANConfig, "tergan": tergan.TERGANConfig}
     return configs[paper].from_preset(PRESET, device="cpu", size=SIZES.get(paper), **(EAN_PHASES if paper == "ean" else {}))
 
 
@@ -129,6 +129,12 @@ def build(paper: str, method: str, cfg, classes: tuple[str, ...]):
     if paper == "ean":
         index = torch.arange(BATCH_SIZE)
         return ean.build_task(cfg, method, len(classes), CHANNELS, index, index % len(classes), SUBJECTS)
+    if paper == "tergan":                     # the step that defines each: stage 1 (baseline) or stage 2
+        from ferlib.models.tergan import StageOneTask, TERGANTask
+        model = tergan.build_model(cfg, len(classes), SUBJECTS, CHANNELS)
+        if method == "baseline":
+            return StageOneTask(model, cfg.lr, cfg.betas)
+        return TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
     return eifn.build_task(cfg, method, len(classes), torch.arange(SUBJECTS), CHANNELS, cfg.dataset,
                            lr_step=cfg.lr_step)
 
@@ -177,6 +183,9 @@ def training_fingerprint(paper: str, method: str, steps: int = STEPS) -> dict:
         batch = tiny_batch(len(classes), input_size(paper, cfg))
         if paper == "ean":                    # SCN's label table is keyed by index; G_enc's views
             batch = ean.self_views_batch(batch, SUBJECTS)
+        if paper == "tergan":                 # D^i's people; each source's target: the batch reversed
+            batch = batch | {"identity": batch["subject"],
+                             "target": {"image": batch["image"].flip(0), "identity": batch["subject"].flip(0)}}
         if paper == "ifgan":                  # I_AE: the batch's per-class means (as fold_averages)
             from ferlib.models.ifgan import average_targets
             task.model.averages.copy_(average_targets(batch["image"], batch["label"], len(classes)))

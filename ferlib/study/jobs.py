@@ -143,6 +143,7 @@ PAPERS = {
     "adfl": PaperStudy("adfl", "ferlib.experiments.adfl", "ADFLConfig"),
     "eifn": PaperStudy("eifn", "ferlib.experiments.eifn", "EIFNConfig"),
     "ean": PaperStudy("ean", "ferlib.experiments.ean", "EANConfig"),
+    "tergan": PaperStudy("tergan", "ferlib.experiments.tergan", "TERGANConfig"),
     "synthfer": ValidityStudy(),
 }
 
@@ -217,6 +218,14 @@ def train(study: PaperStudy, cfg, job: Job, progress: bool):
             with file_lock(Path(cfg.out_dir) / f"{stage1_run}.lock"):
                 stage1 = experiment.pretrain(cfg, job.method, other, progress)
         return experiment.run_fold(cfg, data, job.fold, job.method, stage1, progress, stage1_run)
+    if job.paper == "tergan":
+        other = experiment.load_pretraining(cfg, data)
+        pretrained = on = None
+        if other is not None:
+            on = f"{other.protocol.dataset} (data {experiment.data_key(other)})"
+            with file_lock(Path(cfg.out_dir) / f"{experiment.pretrain_stem(cfg, other)}.lock"):
+                pretrained = experiment.pretrain(cfg, other, data.loaded.images.shape[-1], progress)
+        return experiment.run_fold(cfg, data, job.fold, job.method, pretrained, progress, on)
     return experiment.run_fold(cfg, data, job.fold, job.method, progress=progress)
 
 
@@ -409,6 +418,9 @@ def extras_of(job: Job, result, cfg=None) -> dict:
             extras["faces"] = generated_faces(result)
         if job.method == "ifgan":
             extras["attention"] = attention_of(result, maps=job.fold == EMBEDDING_FOLD)
+    if job.paper == "tergan":
+        data = load_data(job.paper, cfg)
+        extras |= paper_study("tergan").experiment.extras(job.method, result, cfg, data.loaded, figure)
     if job.paper in ("adfl", "eifn"):
         extras["probes"] = paper_study(job.paper).experiment.probe_table([result]).to_dict("records")
     return extras
