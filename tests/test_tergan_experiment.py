@@ -131,3 +131,36 @@ def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, 
     assert [r["job"] for r in iter_records(tmp_path)] == [record["job"]]
     baseline = study_record(*trained["baseline"], {"paper": "tergan", "method": "baseline", "steps": 0, "losses": []}, 1.0)
     assert set(baseline["extras"]["stages"]) == {"stage1"} and "truth" not in baseline["extras"]
+
+
+def fake_frame(folds=(0, 1, 2), failed=()):
+    """A study frame of TER-GAN records whose truth scores are given: x_bar beats every reference by 5."""
+    import pandas as pd
+    rows = []
+    for f in folds:
+        scores = {"TER-GAN": {"l1": 0.10, "ssim": 0.60 + 0.01 * f, "expression judge %": 50.0 + f, "identity judge %": 60.0},
+                  "copy x_t": {"l1": 0.12, "ssim": 0.55, "expression judge %": 10.0, "identity judge %": 100.0},
+                  "copy x_s": {"l1": 0.30, "ssim": 0.20, "expression judge %": 100.0, "identity judge %": 5.0},
+                  "truth": {"l1": 0.0, "ssim": 1.0, "expression judge %": 80.0, "identity judge %": 90.0}}
+        truth = {kind: {"pairs": 64, "scores": scores} for kind in ("transfer", "editing")}
+        rows.append({"method": "tergan", "dataset": "synth-oulu", "fold": f, "seed": 0,
+                     "status": "failed to train" if f in failed else "ok", "stale": "",
+                     "record": {"extras": {"truth": truth}}})
+    rows.append({"method": "baseline", "dataset": "synth-oulu", "fold": 0, "seed": 0, "status": "ok", "stale": "",
+                 "record": {"extras": {}}})
+    return pd.DataFrame(rows)
+
+
+def test_the_truth_table_and_claims_read_the_records():
+    table = tergan.truth_table(fake_frame())
+    assert list(table["answer"].astype(str))[:4] == list(tergan.ANSWERS) and list(table["kind"])[:4] == ["transfer"] * 4
+    row = table[(table["kind"] == "transfer") & (table["answer"] == "TER-GAN")].iloc[0]
+    assert row["SSIM to truth (x 100)"].startswith("61.0 ± 1.0") and row["pairs per fold"] == 64
+    claims = tergan.judged_truth_claims(fake_frame(), "synth-oulu")
+    assert len(claims) == len(tergan.TRUTH_CLAIMS)
+    first = claims.iloc[0]                               # SSIM 60-62 vs 55 on three folds: +6.0
+    assert first["our difference (pts)"] == 6.0 and first["verdict"] == "supported"
+    assert claims.iloc[3]["our difference (pts)"] == 55.0 and claims.iloc[3]["verdict"] == "supported"
+    failed = tergan.judged_truth_claims(fake_frame(failed=(1,)), "synth-oulu")
+    assert failed["verdict"].str.startswith("failed to train").all()
+    assert tergan.truth_table(fake_frame().iloc[-1:]).empty          # no TER-GAN record: nothing to show

@@ -36,6 +36,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ferlib.data.cache import FERDataset, ImageCache
@@ -357,3 +358,90 @@ def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_
 
 __all__ = ["TERGANConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_pretraining", "pretrain", "run_fold",
            "run", "replace_dataset", "load_matching", "extras", "truth_scores", "probe_table"]
+
+
+# ----------------------------------------------------------------------------- the chapter's views of the registry
+# Pure rendering of registry records (`ferlib.study.results.study_frame`); nothing here trains.
+
+ANSWERS = ("TER-GAN", "copy x_t", "copy x_s", "truth")
+TRUTH_METRICS = {"l1": "L1 to truth", "ssim": "SSIM to truth", "expression judge %": "expression judge %",
+                 "identity judge %": "identity judge %"}
+# The transfer claim, judged per fold against each trivial answer on the metric the answer cannot win by
+# construction: (text, kind, reference, metric, direction; +1: TER-GAN higher is the claim)
+TRUTH_CLAIMS = (
+    ("x_bar is closer to the truth than copying the target (SSIM)", "transfer", "copy x_t", "ssim", +1),
+    ("x_bar is closer to the truth than copying the source (SSIM)", "transfer", "copy x_s", "ssim", +1),
+    ("x_bar shows the source's expression more often than the target image does", "transfer", "copy x_t",
+     "expression judge %", +1),
+    ("x_bar shows the target person more often than the source image does", "transfer", "copy x_s",
+     "identity judge %", +1),
+    ("an edit is closer to the truth than the unedited image (SSIM)", "editing", "copy x_t", "ssim", +1),
+    ("an edit shows the source's expression more often than the unedited image does", "editing", "copy x_t",
+     "expression judge %", +1),
+)
+
+
+def sweep_command(preset: str) -> str:
+    return f"python -m ferlib sweep --papers {PAPER} --preset {preset}"
+
+
+def truth_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (record, kind, answer) of TER-GAN's ground-truth scores: fold, seed, status, pairs and
+    every metric (L1 in [-1, 1] units, SSIM, judges in %)."""
+    rows = []
+    for _, r in frame[frame["method"] == "tergan"].iterrows():
+        truth = r["record"]["extras"].get("truth") or {}
+        for kind in ("transfer", "editing"):
+            for answer, scores in (truth.get(kind) or {}).get("scores", {}).items():
+                rows.append({"dataset": r["dataset"], "fold": r["fold"], "seed": r["seed"], "status": r["status"],
+                             "stale": r["stale"], "kind": kind, "answer": answer, "pairs": truth[kind]["pairs"],
+                             **{k: scores.get(k) for k in TRUTH_METRICS}})
+    return pd.DataFrame(rows, columns=["dataset", "fold", "seed", "status", "stale", "kind", "answer", "pairs",
+                                       *TRUTH_METRICS])
+
+
+def truth_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per kind and answer, each metric's mean ± std over the current records' folds (n folds)."""
+    from ferlib.study.results import summary_cell
+    rows = truth_rows(frame)
+    rows = rows[rows["stale"] == ""]
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (kind, answer), group in rows.groupby(["kind", "answer"], sort=False):
+        failed = int((group["status"] != "ok").sum())
+        ok = group[group["status"] == "ok"]
+        cells = {}
+        for metric, title in TRUTH_METRICS.items():
+            scaled = metric in ("l1", "ssim")           # shown x 100, as the claims' points
+            values = [float(v) * (100 if scaled else 1) for v in ok[metric] if v is not None]
+            cells[title + (" (x 100)" if scaled else "")] = summary_cell(values, failed, 0)
+        out.append({"kind": kind, "answer": answer, "pairs per fold": int(group["pairs"].iloc[0]), **cells})
+    table = pd.DataFrame(out)
+    table["answer"] = pd.Categorical(table["answer"], ANSWERS, ordered=True)
+    return table.sort_values(["kind", "answer"], key=lambda c: c if c.name == "answer" else c.map(
+        {"transfer": 0, "editing": 1})).reset_index(drop=True)
+
+
+def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """`TRUTH_CLAIMS` judged as paired differences over the folds (TER-GAN's score minus the reference's
+    on the same pairs), by the study's one rule (`claims.judge`); SSIM and L1 in points of 1/100."""
+    from ferlib.data.registry import base_name
+    from ferlib.study.claims import Claim, claims_table, judge
+    rows = truth_rows(frame)
+    rows = rows[(rows["stale"] == "") & (rows["dataset"].map(base_name) == base_name(dataset))]
+    judged = []
+    for text, kind, reference, metric, direction in TRUTH_CLAIMS:
+        claim = Claim(paper=PAPER, text=text, dataset=base_name(dataset), method="TER-GAN", baseline=reference,
+                      metric=metric, direction=direction)
+        scale = 100 if metric in ("l1", "ssim") else 1
+
+        def side(answer):
+            group = rows[(rows["kind"] == kind) & (rows["answer"] == answer)]
+            ok = group[group["status"] == "ok"]
+            return ({int(f): scale * float(v) for f, v in zip(ok["fold"], ok[metric])},
+                    [int(f) for f in group.loc[group["status"] != "ok", "fold"]])
+
+        (mine, failed), (theirs, _) = side("TER-GAN"), side(reference)
+        judged.append(judge(claim, mine, theirs, failed_method=failed))
+    return claims_table(judged)
