@@ -30,7 +30,6 @@ from ferlib.data.transforms import make_transform
 from ferlib.errors import FerlibError
 
 KINDS = ("transfer", "editing")
-REFERENCES = ("copy x_t", "copy x_s")
 
 
 def draw_pairs(rows: pd.DataFrame, n: int, kind: str = "transfer", seed: int = 0) -> list[tuple[int, int]]:

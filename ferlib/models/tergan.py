@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ferlib.errors import FerlibError
+from ferlib.models.ifgan import set_requires_grad
 from ferlib.nn.gradient_reversal import GradientReversal
 
 ENCODER_WIDTHS = (64, 128, 256, 512, 1024)      # Sec. 4.1
@@ -305,11 +306,6 @@ def total_loss(terms: dict[str, torch.Tensor], lambdas=LAMBDAS) -> torch.Tensor:
     l1_, l2_, l3_, l4_, l5_, l6_, l7_ = lambdas
     return (l1_ * terms["if"] + l2_ * terms["ef"] + l3_ * terms["irec"] + l4_ * terms["erec"]
             + l5_ * terms["det"] + l6_ * terms["des"] + l7_ * terms["g"])
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 class StageOneTask:
