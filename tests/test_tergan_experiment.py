@@ -109,9 +109,10 @@ def test_targets_are_seeded_per_epoch_and_name_the_training_people():
 
 
 def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, tmp_path):
-    from ferlib.study.jobs import study_record
+    from ferlib.study.jobs import study_record, text_image
     from ferlib.study.records import iter_records, write_record
     job, cfg, fold = trained["tergan"]
+    assert job.fold == 0 and job.seed == 0                       # the figure fold
     record = study_record(job, cfg, fold, {"paper": "tergan", "method": "tergan", "steps": 0, "losses": []}, 1.0)
     assert record["job"]["paper"] == "tergan" and record["extras"]["pretrained_on"].startswith("synth-bu4dfe (data ")
     assert set(record["extras"]["stages"]) == {"stage2"} and len(record["extras"]["stages"]["stage2"]) == cfg.epochs
@@ -123,10 +124,16 @@ def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, 
     assert 0 <= truth["judges"]["expression judge on real test faces %"] <= 100
     for kind in ("transfer", "editing"):
         scores = truth[kind]["scores"]
-        assert set(scores) == {"TER-GAN", "copy x_t", "copy x_s", "truth"}
+        assert set(scores) == {"TER-GAN", "copy x_t", "copy x_s", "blend", "truth"}
         assert scores["truth"]["l1"] == 0 and scores["truth"]["ssim"] == pytest.approx(1.0)
         assert {"l1", "ssim", "expression judge %", "identity judge %"} <= set(scores["TER-GAN"])
-        assert np.asarray(truth[kind]["figure"]["generated"]).shape[0] == min(4, truth[kind]["pairs"])
+        figure = truth[kind]["figure"]                   # the figure fold's images, as PNG text
+        assert len(figure["generated"]) == min(4, truth[kind]["pairs"])
+        assert text_image(figure["generated"][0]).shape == (cfg.size, cfg.size, 3)
+        grid = truth[kind]["grid"]
+        assert len(grid["generated"]) == len(grid["truth"]) == len(grid["target"]) == (1 if kind == "editing" else
+                                                                                      len(grid["target"]))
+        assert all(len(row) == len(grid["source"]) == len(grid["source_label"]) for row in grid["generated"])
     write_record(record, tmp_path)
     assert [r["job"] for r in iter_records(tmp_path)] == [record["job"]]
     baseline = study_record(*trained["baseline"], {"paper": "tergan", "method": "baseline", "steps": 0, "losses": []}, 1.0)
@@ -141,6 +148,7 @@ def fake_frame(folds=(0, 1, 2), failed=()):
         scores = {"TER-GAN": {"l1": 0.10, "ssim": 0.60 + 0.01 * f, "expression judge %": 50.0 + f, "identity judge %": 60.0},
                   "copy x_t": {"l1": 0.12, "ssim": 0.55, "expression judge %": 10.0, "identity judge %": 100.0},
                   "copy x_s": {"l1": 0.30, "ssim": 0.20, "expression judge %": 100.0, "identity judge %": 5.0},
+                  "blend": {"l1": 0.15, "ssim": 0.40, "expression judge %": 30.0, "identity judge %": 50.0},
                   "truth": {"l1": 0.0, "ssim": 1.0, "expression judge %": 80.0, "identity judge %": 90.0}}
         truth = {kind: {"pairs": 64, "scores": scores} for kind in ("transfer", "editing")}
         rows.append({"method": "tergan", "dataset": "synth-oulu", "fold": f, "seed": 0,
@@ -153,7 +161,7 @@ def fake_frame(folds=(0, 1, 2), failed=()):
 
 def test_the_truth_table_and_claims_read_the_records():
     table = tergan.truth_table(fake_frame())
-    assert list(table["answer"].astype(str))[:4] == list(tergan.ANSWERS) and list(table["kind"])[:4] == ["transfer"] * 4
+    assert list(table["answer"].astype(str))[:5] == list(tergan.ANSWERS) and list(table["kind"])[:5] == ["transfer"] * 5
     row = table[(table["kind"] == "transfer") & (table["answer"] == "TER-GAN")].iloc[0]
     assert row["SSIM to truth (x 100)"].startswith("61.0 ± 1.0") and row["pairs per fold"] == 64
     claims = tergan.judged_truth_claims(fake_frame(), "synth-oulu")

@@ -73,8 +73,30 @@ def test_the_scorer_ranks_an_oracle_first_and_a_copier_as_its_reference(loaded):
     # the truth is the target person: copying the target is far closer to it than copying the source
     assert copier["scores"]["copy x_t"]["l1"] < 0.5 * copier["scores"]["copy x_s"]["l1"]
     assert copier["pairs"] == 12 and copier["figure"]["truth"].shape == (8, 3, SIZE, SIZE)
+    # where between the inputs an answer lies: copying x_t is 0 from x_t, the blend halfway
+    scores = copier["scores"]
+    assert scores["copy x_t"]["l1 to x_t"] == 0 and scores["copy x_s"]["l1 to x_s"] == 0
+    assert scores["blend"]["l1 to x_t"] == pytest.approx(scores["copy x_s"]["l1 to x_t"] / 2, rel=1e-5)
     table = tt.scores_table({"transfer": copier})
-    assert list(table["answer"]) == ["TER-GAN", "copy x_t", "copy x_s", "truth"]
+    assert list(table["answer"]) == ["TER-GAN", "copy x_t", "copy x_s", "blend", "truth"]
+
+
+def test_the_grids_put_every_source_on_every_target_with_its_truth(loaded):
+    rows = last_frames(loaded)
+    m = loaded.manifest
+    sources, targets = tt.grid_rows(rows, "transfer", seed=0)
+    assert 1 <= len(targets) <= 3 and len(sources) == rows["label"].nunique()
+    assert sorted(m.loc[sources, "label"]) == sorted(rows["label"].unique())
+    assert not set(m.loc[sources, "subject"]) & set(m.loc[targets, "subject"])
+    images = tt.grid(Answers("target"), loaded, sources, targets, SIZE)
+    assert images["generated"].shape == images["truth"].shape == (len(targets), len(sources), 3, SIZE, SIZE)
+    for k, t in enumerate(targets):               # a copier of x_t answers target k in every row-k cell
+        assert torch.equal(images["generated"][k], images["target"][k].expand(len(sources), -1, -1, -1))
+        for j, s in enumerate(sources):
+            assert torch.equal(images["truth"][k, j], tt.model_inputs(tt.truth_of(loaded.synth, [(s, t)]), SIZE)[0])
+    edit_sources, (person,) = tt.grid_rows(rows, "editing", seed=0)
+    assert set(m.loc[edit_sources, "subject"]) == {m.loc[person, "subject"]}
+    assert m.loc[person, "label"] not in set(m.loc[edit_sources, "label"]) and len(edit_sources) >= 1
 
 
 def test_a_real_dataset_has_no_truth_and_says_so(loaded):

@@ -323,9 +323,11 @@ def judges_for(fold: MethodFold, pairs: dict[str, list[tuple[int, int]]], size: 
 
 
 def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TRUTH_PAIRS,
-                 judge_epochs: int = 30) -> dict:
-    """Transfer and editing on the test people, scored against SynthFER's truth (`transfer_truth`)."""
+                 judge_epochs: int = 30, figures: bool = False) -> dict:
+    """Transfer and editing on the test people, scored against SynthFER's truth (`transfer_truth`); with
+    `figures`, the first pairs' images and the Fig. 3 and Fig. 4 grids (`transfer_grid`), as PNG text."""
     from ferlib.experiments import transfer_truth as tt
+    from ferlib.study.jobs import image_text
     m = fold.data.manifest
     test = m[m["split"] == "test"]
     if test["subject"].nunique() < 2:
@@ -338,21 +340,36 @@ def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TR
                   "identity": (identity, expected[kind]["identity"])}
         result = tt.score(fold.task.tergan, loaded, kind_pairs, size, fold.task.device, judges=judges)
         figure = result.pop("figure")
-        out[kind] = result | {"figure": {k: v[:4].numpy().round(3).tolist() for k, v in figure.items()}}
+        out[kind] = result
+        if figures:
+            out[kind]["figure"] = {k: [image_text(x) for x in v[:4]] for k, v in figure.items()}
+            out[kind]["grid"] = transfer_grid(fold, loaded, test, kind, size, seed)
     return out
+
+
+def transfer_grid(fold: MethodFold, loaded, test: pd.DataFrame, kind: str, size: int, seed: int = 0) -> dict:
+    """Fig. 3 (kind "transfer": one image per expression onto three other test people) or Fig. 4 ("editing":
+    one test person given their own other expressions): inputs, x_bar and the truth as PNG text, with the
+    sources' expressions."""
+    from ferlib.experiments import transfer_truth as tt
+    from ferlib.study.jobs import image_text
+    sources, targets = tt.grid_rows(test, kind, seed)
+    images = tt.grid(fold.task.tergan, loaded, sources, targets, size, fold.task.device)
+    return {"source_label": [str(test.loc[r, "label"]) for r in sources],
+            "source": [image_text(x) for x in images["source"]], "target": [image_text(x) for x in images["target"]],
+            **{k: [[image_text(x) for x in row] for row in images[k]] for k in ("generated", "truth")}}
 
 
 def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_fold: bool) -> dict:
     """What the chapter's tables and figures need from one TER-GAN job: the probes on f(e) and f(i) and,
-    for TER-GAN on SynthFER, the ground-truth scores of its transfers and edits."""
+    for TER-GAN on SynthFER, the ground-truth scores of its transfers and edits (the figure fold: their
+    images too)."""
     from ferlib.study.jobs import history_rows
     out = {"pretrained_on": fold.record["config"].get("pretrained_on"), "probes": probe_table(fold, cfg.seed),
            "stages": {name: history_rows(h) for name, h in fold.record.get("stages", {}).items()}}
     if job_method == "tergan" and loaded.synth is not None:
-        out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs)
-        if not figure_fold:
-            for kind in ("transfer", "editing"):
-                out["truth"].get(kind, {}).pop("figure", None)
+        out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs,
+                                    figures=figure_fold)
     return out
 
 
@@ -363,9 +380,10 @@ __all__ = ["TERGANConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_
 # ----------------------------------------------------------------------------- the chapter's views of the registry
 # Pure rendering of registry records (`ferlib.study.results.study_frame`); nothing here trains.
 
-ANSWERS = ("TER-GAN", "copy x_t", "copy x_s", "truth")
+ANSWERS = ("TER-GAN", "copy x_t", "copy x_s", "blend", "truth")
 TRUTH_METRICS = {"l1": "L1 to truth", "ssim": "SSIM to truth", "expression judge %": "expression judge %",
-                 "identity judge %": "identity judge %"}
+                 "identity judge %": "identity judge %", "l1 to x_t": "L1 to x_t", "l1 to x_s": "L1 to x_s"}
+PIXEL_METRICS = ("l1", "ssim", "l1 to x_t", "l1 to x_s")     # shown x 100, in the claims' points
 # The transfer claim, judged per fold against each trivial answer on the metric the answer cannot win by
 # construction: (text, kind, reference, metric, direction; +1: TER-GAN higher is the claim)
 TRUTH_CLAIMS = (
@@ -413,7 +431,7 @@ def truth_table(frame: pd.DataFrame) -> pd.DataFrame:
         ok = group[group["status"] == "ok"]
         cells = {}
         for metric, title in TRUTH_METRICS.items():
-            scaled = metric in ("l1", "ssim")           # shown x 100, as the claims' points
+            scaled = metric in PIXEL_METRICS
             values = [float(v) * (100 if scaled else 1) for v in ok[metric] if v is not None]
             cells[title + (" (x 100)" if scaled else "")] = summary_cell(values, failed, 0)
         out.append({"kind": kind, "answer": answer, "pairs per fold": int(group["pairs"].iloc[0]), **cells})
@@ -434,7 +452,7 @@ def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     for text, kind, reference, metric, direction in TRUTH_CLAIMS:
         claim = Claim(paper=PAPER, text=text, dataset=base_name(dataset), method="TER-GAN", baseline=reference,
                       metric=metric, direction=direction)
-        scale = 100 if metric in ("l1", "ssim") else 1
+        scale = 100 if metric in PIXEL_METRICS else 1
 
         def side(answer):
             group = rows[(rows["kind"] == kind) & (rows["answer"] == answer)]

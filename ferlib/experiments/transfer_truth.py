@@ -8,6 +8,8 @@ which shows what the judges below can tell at best):
 
     copy x_t   answer with the target image itself (right person, wrong expression)
     copy x_s   answer with the source image itself (right expression, wrong person)
+    blend      answer with the pixel average of x_s and x_t: what TER-GAN's two pixel losses ask for at
+               once (L_irec pulls x_bar to x_t and L_erec to x_s, Eqs. 6-7); a ghosted double exposure
 
 Pairs are drawn among the test split's people only (never trained on): for transfer a source and a
 target of different people showing different expressions; for editing two images of one person
@@ -107,8 +109,9 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
     """TER-GAN's x_bar and the two references against the truth of each pair: {answer: {l1, ssim}}, and
     with `judges` ({name: (predict, expected class per pair)}, e.g. an expression judge expecting the
     source's expression and an identity judge expecting the target person) each answer's accuracy under
-    each judge; the images (inputs, generated, truth) of the first eight pairs, for the figures. `loaded`
-    must keep its SynthFER rendering (`LoadedDataset.synth`)."""
+    each judge; each answer's L1 to either input (where between x_t and x_s it lies); the images (inputs,
+    generated, truth) of the first eight pairs, for the figures. `loaded` must keep its SynthFER rendering
+    (`LoadedDataset.synth`)."""
     data = loaded.synth
     if data is None:
         raise FerlibError("ground truth needs SynthFER rendered at a square size (LoadedDataset.synth); a real "
@@ -123,14 +126,55 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
                                for k in range(0, len(pairs), batch)])
     finally:
         model.train(was_training)
-    answers = {"TER-GAN": generated, "copy x_t": x_t, "copy x_s": x_s, "truth": truth}
-    scores = {name: pixel_scores(images, truth) for name, images in answers.items()}
+    answers = {"TER-GAN": generated, "copy x_t": x_t, "copy x_s": x_s, "blend": (x_s + x_t) / 2, "truth": truth}
+    scores = {name: pixel_scores(images, truth) | {"l1 to x_t": float((images - x_t).abs().mean()),
+                                                   "l1 to x_s": float((images - x_s).abs().mean())}
+              for name, images in answers.items()}
     for judge, (predict, expected) in (judges or {}).items():
         expected = np.asarray(expected)
         for name, images in answers.items():
             scores.setdefault(name, {})[f"{judge} judge %"] = float(100 * (predict(images) == expected).mean())
     return {"pairs": len(pairs), "scores": scores,
             "figure": {"source": x_s[:8], "target": x_t[:8], "generated": generated[:8], "truth": truth[:8]}}
+
+
+def grid_rows(rows: pd.DataFrame, kind: str = "transfer", seed: int = 0, targets: int = 3
+              ) -> tuple[list[int], list[int]]:
+    """The rows of a figure grid among `rows` (a split's manifest rows): (sources, targets). "transfer"
+    (the paper's Fig. 3): one image of each of up to `targets` people, and one image per expression of the
+    other people; "editing" (Fig. 4): one image of one person, and that person's other expressions."""
+    rng = np.random.default_rng(seed)
+    people = list(rng.permutation(sorted(rows["subject"].astype(str).unique())))
+    if kind == "editing":
+        own = rows[rows["subject"].astype(str) == people[0]]
+        target = int(own.index[0])
+        sources = own[own["label"] != own.loc[target, "label"]].groupby("label", sort=True).head(1)
+        return [int(i) for i in sources.index], [target]
+    if len(people) < 2:
+        raise FerlibError(f"a transfer grid needs two people; these {len(rows)} images show {len(people)}")
+    chosen = people[:min(targets, len(people) - 1)]
+    picked = rows["subject"].astype(str).isin(chosen)
+    target_rows = [int(rows[rows["subject"].astype(str) == p].index[0]) for p in chosen]
+    sources = rows[~picked].groupby("label", sort=True).head(1)
+    return [int(i) for i in sources.index], target_rows
+
+
+@torch.no_grad()
+def grid(model, loaded, sources: list[int], targets: list[int], size: int, device: torch.device | str = "cpu"
+         ) -> dict[str, torch.Tensor]:
+    """Every source onto every target: the inputs (S and T images) and x_bar and the truth, (T, S, C, H, W)."""
+    pairs = [(s, t) for t in targets for s in sources]
+    x_s, x_t = model_inputs(loaded.images[sources], size), model_inputs(loaded.images[targets], size)
+    truth = model_inputs(truth_of(loaded.synth, pairs), size)
+    was_training = model.training
+    model.eval()
+    try:
+        generated = torch.cat([model.transfer(x_s.to(device), x_t[k:k + 1].expand_as(x_s).to(device)).cpu()
+                               for k in range(len(targets))])
+    finally:
+        model.train(was_training)
+    shape = (len(targets), len(sources), *x_s.shape[1:])
+    return {"source": x_s, "target": x_t, "generated": generated.reshape(shape), "truth": truth.reshape(shape)}
 
 
 def scores_table(results: dict[str, dict]) -> pd.DataFrame:
