@@ -26,7 +26,7 @@ from ferlib.data import synth  # noqa: E402
 from ferlib.data.cache import FERDataset, ImageCache  # noqa: E402
 from ferlib.data.transforms import make_transform  # noqa: E402
 from ferlib.engine import Precision, resolve_device  # noqa: E402
-from ferlib.experiments import adfl, baseline, ean, eifn, ifgan  # noqa: E402
+from ferlib.experiments import adfl, baseline, ean, eifn, ifgan, tergan  # noqa: E402
 from ferlib.experiments.common import load_protocol_data  # noqa: E402
 
 
@@ -145,6 +145,17 @@ def method_rows(device: torch.device, quick: bool) -> list[Row]:
             rows.append(row(f"EAN paper: {parts}, {preset} preset",
                             lambda: ean.build_task(cfg, method, 7, 3, index, index % 7, 10),
                             (3, cfg.size, cfg.size), cfg, preset, lambda b: ean.self_views_batch(b, 10)))
+    for preset in ("paper", "smoke"):
+        from ferlib.models.tergan import StageOneTask, TERGANTask
+        cfg = tergan.TERGANConfig.from_preset(preset)
+        for method, parts in (("baseline", "stage 1: G_es + G_et as classifiers"),
+                              ("tergan", "stage 2: G_es + G_et + G_de + D + D_es + D_et")):
+            def make(cfg=cfg, method=method):
+                model = tergan.build_model(cfg, 7, 10, 3)     # the batch: 7 labels, 10 people
+                return (StageOneTask(model, cfg.lr, cfg.betas) if method == "baseline"
+                        else TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas))
+            rows.append(row(f"TER-GAN paper: {parts}, {preset} preset", make, (3, cfg.size, cfg.size), cfg, preset,
+                            tergan.reversed_pairs_batch))
     return rows
 
 

@@ -230,6 +230,26 @@ def fold_curves(frame: pd.DataFrame, metric: str = "val_acc", titles: dict[str, 
     return fig
 
 
+def history_panels(histories: dict, columns: Sequence[str], title: str = "",
+                   labels: dict[str, str] | None = None) -> Figure:
+    """One panel per history column (`columns`, e.g. a GAN's losses), one line per run of `histories`
+    ({name, e.g. "fold 3": list of per-epoch rows with "epoch"}): the plateau of a run without a
+    validation metric, shown."""
+    fig = StudyFigure(figsize=(3.2 * len(columns), 2.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(columns), squeeze=False)[0])
+    for ax, column in zip(axes, columns):
+        for k, (name, rows) in enumerate(histories.items()):
+            history = pd.DataFrame(rows)
+            if column in history:
+                ax.plot(history["epoch"], history[column], color=colormaps["tab10"](k % 10), linewidth=1,
+                        alpha=0.8, label=str(name))
+        ax.set(title=(labels or {}).get(column, column), xlabel="epoch")
+    axes[-1].legend(fontsize=7, frameon=False, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def association_graph(images, adjacency, labels: Sequence[str], predicted: Sequence[str] | None = None,
                       title: str = "", min_weight: float = 0.05) -> Figure:
     """EAN's Fig. 1: faces of one batch on a circle, a line between two faces for each association

@@ -19,6 +19,8 @@ def test_benchmark_table_has_a_row_per_part():
         "train ADFL (S + B_e + B_n + B_r), smoke preset", "train EIFN (I + E + bilinear + identity head), paper preset",
         "train EIFN (I + E + bilinear + identity head), smoke preset",
         *(f"train EAN paper: {parts}, {preset} preset" for preset in ("paper", "smoke")
-          for parts in ("ResNet-18 baseline", "SCN (ResNet-18)", "EAN (G_enc + D_m + graph + GCN)"))]
+          for parts in ("ResNet-18 baseline", "SCN (ResNet-18)", "EAN (G_enc + D_m + graph + GCN)")),
+        *(f"train TER-GAN paper: {parts}, {preset} preset" for preset in ("paper", "smoke")
+          for parts in ("stage 1: G_es + G_et as classifiers", "stage 2: G_es + G_et + G_de + D + D_es + D_et"))]
     for row in rows:
         assert float(row.split("|")[3].replace(",", "")) > 0

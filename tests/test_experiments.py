@@ -90,3 +90,20 @@ def test_the_same_config_gives_the_same_run_whatever_ran_before(tmp_path):
         return [h["train_loss"] for h in record["history"]] + [record["test"]["acc"]]
 
     assert once(1, "a") == once(2, "b")
+
+
+def test_the_live_check_names_the_run_whose_loss_did_not_fall_or_whose_accuracy_is_at_chance():
+    from ferlib.errors import FerlibError
+    from ferlib.experiments.common import live_check
+    good = {"run_name": "good", "history": [{"train_loss": 2.0}, {"train_loss": 1.5}], "test": {"acc": 0.5}}
+    flat = {"run_name": "flat", "history": [{"train_loss": 2.0}, {"train_loss": 2.0}], "test": {"acc": 0.5}}
+    chance_level = good | {"run_name": "at chance", "test": {"acc": 0.25}}
+    assert "above chance (25.0%)" in live_check([good], chance=0.25)
+    with pytest.raises(FerlibError, match="flat: the training loss did not fall"):
+        live_check([good, flat], chance=0.25)
+    with pytest.raises(FerlibError, match="at chance: test accuracy 25.0% is not above"):
+        live_check([chance_level], chance=0.25)
+    # a smoke scale too small to recognise anything: the loss alone, and the message says only that
+    assert live_check([chance_level], chance=None) == "live smoke run: in all 1 run(s) the training loss fell"
+    with pytest.raises(FerlibError, match="flat"):
+        live_check([flat], chance=None)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from ferlib.plots import (confusion_heatmap, embedding_scatter, fold_bar, image_grid, show_image, to_display_image,
-                          training_curves)
+from ferlib.plots import (confusion_heatmap, embedding_scatter, fold_bar, history_panels, image_grid, show_image,
+                          to_display_image, training_curves)
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +137,14 @@ def test_show_image_keeps_the_mosaics_aspect_and_hides_axes():
     assert ax.get_title() == "strip" and not ax.axison
     assert ax.images[0].get_array().shape == (20, 80)
     assert fig._repr_png_().startswith(b"\x89PNG")
+
+
+def test_history_panels_draw_one_panel_per_column_and_one_line_per_run():
+    runs = {"fold 0": [{"epoch": 1, "train_d": 3.0, "train_g": 1.0}, {"epoch": 2, "train_d": 2.5, "train_g": 1.2}],
+            "fold 1": [{"epoch": 1, "train_d": 2.9}, {"epoch": 2, "train_d": 2.4}]}
+    fig = history_panels(runs, ["train_d", "train_g"], title="stage 2", labels={"train_d": "D's loss"})
+    d_axis, g_axis = fig.axes
+    assert d_axis.get_title() == "D's loss" and g_axis.get_title() == "train_g"
+    assert [list(line.get_ydata()) for line in d_axis.lines] == [[3.0, 2.5], [2.9, 2.4]]
+    assert len(g_axis.lines) == 1                  # fold 1 logged no train_g: no line, no error
+    assert [t.get_text() for t in g_axis.get_legend().get_texts()] == ["fold 0"]

@@ -151,9 +151,11 @@ def fake_frame(folds=(0, 1, 2), failed=()):
                   "blend": {"l1": 0.15, "ssim": 0.40, "expression judge %": 30.0, "identity judge %": 50.0},
                   "truth": {"l1": 0.0, "ssim": 1.0, "expression judge %": 80.0, "identity judge %": 90.0}}
         truth = {kind: {"pairs": 64, "scores": scores} for kind in ("transfer", "editing")}
+        truth["judges"] = {"expression judge on real test faces %": 90.0 + f}
+        stages = {"stage2": [{"epoch": 1, "train_d": 3.0 - f}]}
         rows.append({"method": "tergan", "dataset": "synth-oulu", "fold": f, "seed": 0,
                      "status": "failed to train" if f in failed else "ok", "stale": "",
-                     "record": {"extras": {"truth": truth}}})
+                     "record": {"extras": {"truth": truth, "stages": stages}}})
     rows.append({"method": "baseline", "dataset": "synth-oulu", "fold": 0, "seed": 0, "status": "ok", "stale": "",
                  "record": {"extras": {}}})
     return pd.DataFrame(rows)
@@ -172,3 +174,13 @@ def test_the_truth_table_and_claims_read_the_records():
     failed = tergan.judged_truth_claims(fake_frame(failed=(1,)), "synth-oulu")
     assert failed["verdict"].str.startswith("failed to train").all()
     assert tergan.truth_table(fake_frame().iloc[-1:]).empty          # no TER-GAN record: nothing to show
+
+
+def test_the_chapter_reads_stage_curves_and_judges_from_the_records():
+    frame = fake_frame(folds=(2, 0))
+    assert tergan.stage_histories(frame, "tergan", "stage2") == {"fold 0": [{"epoch": 1, "train_d": 3.0}],
+                                                                 "fold 2": [{"epoch": 1, "train_d": 1.0}]}
+    assert tergan.stage_histories(frame, "baseline", "stage1") == {}
+    judges = tergan.judge_accuracy(frame)
+    assert list(judges["fold"]) == [0, 2] and list(judges["expression judge on real test faces %"]) == [90.0, 92.0]
+    assert list(judges["truth's identity judge % (editing)"]) == [90.0, 90.0]

@@ -275,26 +275,10 @@ def sweep_command(preset: str) -> str:
 
 
 def averaged_probes(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
-    """`probe_table`'s rows of every current fold that trained on `dataset` (each record's
-    `extras["probes"]`; raw pixels once per fold), averaged over the folds, with their count; and a
-    line naming the records left out (failed to train, stale)."""
-    rows = frame[frame["dataset"] == dataset]
-    used = rows[(rows["status"] == "ok") & (rows["stale"] == "")]
-    left = [f"{METHOD_TITLES.get(r.method, r.method)} fold {r.fold} ({'stale' if r.stale else r.status})"
-            for r in rows.itertuples() if r.Index not in used.index]
-    found = []
-    for r in used.itertuples():
-        for p in r.record["extras"].get("probes", []):
-            found.append({**p, "fold": r.fold})
-    numbers = ["identity probe %", "identity x chance", "expression probe %", "expression x chance"]
-    if not found:
-        return pd.DataFrame(columns=["method", "feature", "folds", *numbers]), "; ".join(left)
-    table = pd.DataFrame(found).drop_duplicates(["method", "feature", "fold"])   # raw pixels: one per fold
-    order = list(dict.fromkeys(zip(table["method"], table["feature"])))
-    grouped = table.groupby(["method", "feature"], sort=False)
-    out = grouped[numbers].mean().round(2).join(grouped["fold"].nunique().rename("folds")).reset_index()
-    out = out.set_index(["method", "feature"]).loc[order].reset_index()
-    return out[["method", "feature", "folds", *numbers]], "; ".join(left)
+    """`probe_table`'s rows of every current fold that trained on `dataset`, averaged over the folds
+    (`results.averaged_probes`; raw pixels once per fold)."""
+    from ferlib.study.results import averaged_probes
+    return averaged_probes(frame, dataset, METHOD_TITLES)
 
 
 def embedding_subjects(record: dict, data: ProtocolData) -> np.ndarray | None:

@@ -352,23 +352,9 @@ def identity_probes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def averaged_probes(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
     """`probe_table`'s rows (expression branch, identity branch, fused bilinear per method) of every
-    current record that trained on `dataset` (its `extras["probes"]`), averaged over the folds, with
-    their count; and a line naming the records left out (failed to train, stale)."""
-    rows = frame[frame["dataset"] == dataset]
-    used = rows[(rows["status"] == "ok") & (rows["stale"] == "")]
-    left = [f"{METHOD_TITLES.get(r.method, r.method)} fold {r.fold} ({'stale' if r.stale else r.status})"
-            for r in rows.itertuples() if r.Index not in used.index]
-    found = [{**p, "fold": r.fold} for r in used.itertuples() for p in r.record["extras"].get("probes", [])]
-    numbers = ["identity probe %", "identity x chance", "expression probe %", "expression x chance"]
-    columns = ["method", "feature", "dims", "folds", *numbers]
-    if not found:
-        return pd.DataFrame(columns=columns), "; ".join(left)
-    table = pd.DataFrame(found)
-    order = list(dict.fromkeys(zip(table["method"], table["feature"])))
-    grouped = table.groupby(["method", "feature"], sort=False)
-    out = grouped[numbers].mean().round(2).join(grouped["fold"].nunique().rename("folds"))
-    out = out.join(grouped["dims"].first()).loc[order].reset_index()
-    return out[columns], "; ".join(left)
+    current record that trained on `dataset`, averaged over the folds (`results.averaged_probes`)."""
+    from ferlib.study.results import averaged_probes
+    return averaged_probes(frame, dataset, METHOD_TITLES, keep=("dims",))
 
 
 def registry_cost(frame: pd.DataFrame) -> pd.DataFrame:

@@ -59,7 +59,7 @@ PRESETS = {
     # CPU / CI: 32 px, widths / 16, a few epochs of each stage on a small share of the data (Oulu-CASIA's
     # 16 people of scale 0.2: two test people per fold, so that a transfer has two people)
     "smoke": dict(size=32, width_divisor=16, pretrain_stage1_epochs=1, pretrain_epochs=1, epochs=2,
-                  classifier_epochs=4, patience=0, batch_size=16, scale=0.2, pretrain_scale=0.1, judge_epochs=3),
+                  classifier_epochs=10, patience=0, batch_size=16, scale=0.2, pretrain_scale=0.1, judge_epochs=3),
     # CPU study: 64 px, widths / 8; every stage long enough to flatten (see the chapter's curves)
     "study": dict(size=64, width_divisor=8, pretrain_stage1_epochs=10, pretrain_epochs=10, epochs=20,
                   classifier_epochs=40, patience=10, batch_size=32, scale=1.0, pretrain_scale=1.0, judge_epochs=30),
@@ -177,6 +177,13 @@ def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress:
     fit(stage_two, make_loader(WithTargets(train, cfg.seed), cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True),
         None, None, engine_for(cfg, cfg.pretrain_epochs, f"{stem}-stage2", progress), config=settings | key | {"stage": 2})
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def reversed_pairs_batch(batch: dict) -> dict:
+    """A plain batch (image, label, subject) as TER-GAN's tasks read one, without a dataset: each face's
+    person is its "identity" and its target is the batch reversed (the fingerprints' and benchmarks' batch)."""
+    return batch | {"identity": batch["subject"],
+                    "target": {"image": batch["image"].flip(0), "identity": batch["subject"].flip(0)}}
 
 
 def load_matching(model: TERGAN, state: dict | None) -> list[str]:
@@ -463,3 +470,51 @@ def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
         (mine, failed), (theirs, _) = side("TER-GAN"), side(reference)
         judged.append(judge(claim, mine, theirs, failed_method=failed))
     return claims_table(judged)
+
+
+def live_records(result: MethodsResult) -> list[dict]:
+    """Every run of a live result as `common.live_check` reads one: each fold's stages (their histories
+    under the fold's run name) and its classifier's record."""
+    out = []
+    for f in result.folds:
+        out += [{"run_name": f"{f.record['run_name']} ({stage})", "history": history}
+                for stage, history in f.record.get("stages", {}).items()]
+        out.append(f.record)
+    return out
+
+
+def stage_histories(frame: pd.DataFrame, method: str, stage: str) -> dict[str, list[dict]]:
+    """{"fold k": that fold's per-epoch rows of `stage` ("stage1", "stage2")} over `method`'s records."""
+    rows = frame[frame["method"] == method].sort_values("fold")
+    return {f"fold {r.fold}": r.record["extras"]["stages"][stage] for r in rows.itertuples()
+            if stage in r.record["extras"].get("stages", {})}
+
+
+def grid_rows_of(grid: dict) -> tuple[list[list[np.ndarray]], list[str], list[str]]:
+    """A record's Fig. 3 or Fig. 4 grid (`transfer_grid`) as `plots.image_grid` rows: the sources on top,
+    then per target its x_bar row and the truth's row, each starting with the target itself."""
+    from ferlib.study.jobs import text_image
+    sources = [text_image(t) for t in grid["source"]]
+    blank = np.full_like(sources[0], 255)
+    rows, names = [[blank, *sources]], ["x_s"]
+    for k, target in enumerate(grid["target"]):
+        face = text_image(target)
+        rows.append([face, *[text_image(t) for t in grid["generated"][k]]])
+        rows.append([blank, *[text_image(t) for t in grid["truth"][k]]])
+        names += [f"x_t {k + 1} / x_bar", "truth"]
+    return rows, names, ["x_t", *grid["source_label"]]
+
+
+def judge_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per TER-GAN record: how well the expression judge reads real test faces (what its verdict on
+    x_bar is worth), beside the truth row's judge scores (the best an answer can get)."""
+    out = []
+    for r in frame[frame["method"] == "tergan"].sort_values("fold").itertuples():
+        truth = r.record["extras"].get("truth") or {}
+        if "judges" not in truth:
+            continue
+        out.append({"fold": r.fold, **{k: round(v, 1) for k, v in truth["judges"].items()},
+                    **{f"truth's {j} judge % ({kind})": round(truth[kind]["scores"]["truth"][f"{j} judge %"], 1)
+                       for kind in ("transfer", "editing") for j in ("expression", "identity")}})
+    return pd.DataFrame(out)
+

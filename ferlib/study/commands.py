@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ferlib.errors import FerlibError
 
-BOOK_PAPERS = ("ifgan", "adfl", "eifn", "ean", "synthfer")   # the chapters whose study-preset records the book shows
+BOOK_PAPERS = ("ifgan", "adfl", "eifn", "ean", "tergan", "synthfer")   # the chapters whose study-preset records the book shows
 
 
 def comma_list(text: str) -> list[str]:

@@ -184,8 +184,7 @@ def training_fingerprint(paper: str, method: str, steps: int = STEPS) -> dict:
         if paper == "ean":                    # SCN's label table is keyed by index; G_enc's views
             batch = ean.self_views_batch(batch, SUBJECTS)
         if paper == "tergan":                 # D^i's people; each source's target: the batch reversed
-            batch = batch | {"identity": batch["subject"],
-                             "target": {"image": batch["image"].flip(0), "identity": batch["subject"].flip(0)}}
+            batch = tergan.reversed_pairs_batch(batch)
         if paper == "ifgan":                  # I_AE: the batch's per-class means (as fold_averages)
             from ferlib.models.ifgan import average_targets
             task.model.averages.copy_(average_targets(batch["image"], batch["label"], len(classes)))

@@ -255,6 +255,31 @@ def judged_claims(paper: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- figures' data
 
+def averaged_probes(frame: pd.DataFrame, dataset: str, titles: dict[str, str] | None = None,
+                    keep: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
+    """The probe rows (`common.probe_rows`: identity and expression probes per method and feature) of every
+    current record that trained on `dataset` (its `extras["probes"]`; a row shared by several records of
+    one fold, such as raw pixels, once per fold), averaged over the folds, with their count and the
+    columns `keep` (e.g. "dims") of their first row; and a line naming the records left out (failed to
+    train, stale)."""
+    rows = frame[frame["dataset"] == dataset]
+    used = rows[(rows["status"] == "ok") & (rows["stale"] == "")]
+    left = [f"{(titles or {}).get(r.method, r.method)} fold {r.fold} ({'stale' if r.stale else r.status})"
+            for r in rows.itertuples() if r.Index not in used.index]
+    found = [{**p, "fold": r.fold} for r in used.itertuples() for p in r.record["extras"].get("probes", [])]
+    numbers = ["identity probe %", "identity x chance", "expression probe %", "expression x chance"]
+    columns = ["method", "feature", *keep, "folds", *numbers]
+    if not found:
+        return pd.DataFrame(columns=columns), "; ".join(left)
+    table = pd.DataFrame(found).drop_duplicates(["method", "feature", "fold"])
+    order = list(dict.fromkeys(zip(table["method"], table["feature"])))
+    grouped = table.groupby(["method", "feature"], sort=False)
+    out = grouped[numbers].mean().round(2).join(grouped["fold"].nunique().rename("folds"))
+    for column in keep:
+        out = out.join(grouped[column].first())
+    return out.loc[order].reset_index()[columns], "; ".join(left)
+
+
 def figure_record(frame: pd.DataFrame, method: str, dataset: str) -> dict | None:
     """The record of `method` on `dataset` that keeps the figures' arrays (its embedding fold)."""
     from ferlib.study.jobs import EMBEDDING_FOLD
@@ -305,10 +330,10 @@ def registry_cost(frame: pd.DataFrame, titles: dict[str, str] | None = None,
 
 # ----------------------------------------------------------------------------- the introduction's findings
 
-PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN", "ean": "EAN"}
+PAPER_TITLES = {"ifgan": "IF-GAN", "adfl": "ADFL", "eifn": "EIFN", "ean": "EAN", "tergan": "TER-GAN"}
 
 
-def findings(papers=("ifgan", "adfl", "eifn", "ean"), preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
+def findings(papers=tuple(PAPER_TITLES), preset: str = STUDY, registry: Path | str = REGISTRY) -> pd.DataFrame:
     """Every claim of the papers present: the paper's difference, ours on SynthFER (paired over folds,
     95% interval, n) and the verdict, and the verdict on real data ("pending real data": no licensed
     dataset has run). Our columns come from the registry's current records only."""
@@ -334,7 +359,7 @@ def findings(papers=("ifgan", "adfl", "eifn", "ean"), preset: str = STUDY, regis
     return pd.DataFrame(rows)
 
 
-def findings_markdown(papers=("ifgan", "adfl", "eifn", "ean"), preset: str = STUDY, registry: Path | str = REGISTRY) -> str:
+def findings_markdown(papers=tuple(PAPER_TITLES), preset: str = STUDY, registry: Path | str = REGISTRY) -> str:
     """`findings` as the markdown the introduction includes (book/findings.md, written by `make book`)."""
     from ferlib.study.claims import VERDICT_RULE
     table = findings(papers, preset, registry)
