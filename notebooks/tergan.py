@@ -24,8 +24,9 @@
 # people, eight subject-independent folds of its Oulu-CASIA-like people), judges the claims as paired
 # differences over the folds, and asks what the paper could not: SynthFER renders the true answer of every
 # transfer and edit (the target person showing the source's action units), so x_bar is scored against it,
-# beside the trivial answers of copying either input. One live smoke fold runs in the chapter so that its
-# code path is exercised.
+# beside the trivial answers of copying either input. An ablation the paper does not run, TER-GAN without
+# L_erec, measures what one of its two pixel losses does to the faces. One live smoke fold runs in the
+# chapter so that its code path is exercised.
 
 # %% tags=["parameters"]
 dataset = "synth-oulu"    # synth-oulu, or a real name (oulu) with data_root
@@ -41,7 +42,8 @@ data_root = None          # a prepared cache or the root of a licensed copy
 pretrain_root = None      # the same for the pre-training dataset (BU-4DFE)
 device = "auto"
 out_dir = "results"
-methods = "baseline,tergan"  # the rows of Table 1 the live run trains; the tables are the registry's
+methods = "baseline,tergan"  # the live run's methods (baseline, tergan, tergan-no-erec: the ablation of
+                             # L_erec); the tables are the registry's
 pretrain = True           # pre-train on BU-4DFE (Sec. 4.1); False trains each fold from scratch
 lambdas = None            # Eq. 10's lambda1..7; None: the paper's (1, 1, 1, 1, 0.3, 0.3, 0.5)
 study_preset = "study"    # the preset of the registry records shown
@@ -172,6 +174,16 @@ print(results.undertrained_line(frame, titles=tergan.METHOD_TITLES))
 results.reported_beside_ours(tergan.PAPER, frame, titles=tergan.METHOD_TITLES)
 
 # %% [markdown]
+# Ours for every method of the grid, including the ablation (no row in the paper):
+
+# %%
+every = results.ours(frame)
+if every.empty:
+    print("The registry holds no record of this paper at the study preset yet.")
+else:
+    display(every.assign(method=every["method"].map(tergan.METHOD_TITLES)))
+
+# %% [markdown]
 # ### The claims
 #
 # Each difference the paper claims, judged on the registry's folds: per fold, TER-GAN minus the CNN
@@ -191,7 +203,8 @@ print(claims.VERDICT_RULE)
 # measure that answer cannot win by construction: copying x_t keeps the person, so x_bar must beat it on
 # the expression; copying x_s keeps the expression, so x_bar must beat it on the person; and on SSIM to
 # the truth it must beat both. Points are SSIM x 100 or judge accuracy in %; per fold, over that fold's 64
-# pairs of test people.
+# pairs of test people. The last two rows are the ablation's: TER-GAN without L_erec minus TER-GAN, on the
+# same pairs (a measurement the paper does not make; its direction is a question, not a claim).
 
 # %%
 display(tergan.judged_truth_claims(frame, cfg.dataset))
@@ -223,9 +236,10 @@ if not frame.empty:
 # is still moving at the last epoch.
 
 # %%
+gan_columns = ("stage2", ["train_d", "train_g", "train_irec", "train_erec", "train_if", "train_ef", "train_des",
+                          "train_det"])
 stage_columns = {"baseline": ("stage1", ["train_expression", "train_identity", "val_acc"]),
-                 "tergan": ("stage2", ["train_d", "train_g", "train_irec", "train_erec", "train_if", "train_ef",
-                                       "train_des", "train_det"])}
+                 **{method: gan_columns for method in tergan.GAN_METHODS}}
 for method, (stage, columns) in stage_columns.items():
     histories = tergan.stage_histories(frame, method, stage)
     if not histories:
@@ -241,24 +255,26 @@ for method, (stage, columns) in stage_columns.items():
 # **Fig. 3: transfer.** The study-preset TER-GAN of fold 0 on its test people (never trained on): on top
 # one source face per expression; per target person (left) the row of x_bar, each the target with the
 # column's source expression, and under it SynthFER's truth: that person, in that image's pose and light,
-# showing the source's action units.
+# showing the source's action units. Then the same grid from the ablation without L_erec (same faces).
 
 # %%
-record = results.figure_record(frame, "tergan", cfg.dataset)
-truth = (record or {}).get("extras", {}).get("truth", {})
-for kind, title in (("transfer", "Fig. 3: transfers"), ("editing", "Fig. 4: edits")):
-    if "grid" not in truth.get(kind, {}):
-        missing(f"no {kind} grid of TER-GAN on {cfg.dataset} fold {EMBEDDING_FOLD}")
-        continue
-    rows, names, columns = tergan.grid_rows_of(truth[kind]["grid"])
-    fig = plots.image_grid(rows, row_labels=names, col_labels=[SHORT.get(c, c) for c in columns],
-                           title=f"{title}, TER-GAN ({study_preset}), {cfg.dataset} fold {EMBEDDING_FOLD}")
-    fig.savefig(figures / f"registry-{kind}-grid.png", bbox_inches="tight")
-    display(fig)
+for method in tergan.GAN_METHODS:
+    record = results.figure_record(frame, method, cfg.dataset)
+    truth = (record or {}).get("extras", {}).get("truth", {})
+    for kind, title in (("transfer", "Fig. 3: transfers"), ("editing", "Fig. 4: edits")):
+        if "grid" not in truth.get(kind, {}):
+            missing(f"no {kind} grid of {tergan.METHOD_TITLES[method]} on {cfg.dataset} fold {EMBEDDING_FOLD}")
+            continue
+        rows, names, columns = tergan.grid_rows_of(truth[kind]["grid"])
+        fig = plots.image_grid(rows, row_labels=names, col_labels=[SHORT.get(c, c) for c in columns],
+                               title=f"{title}, {tergan.METHOD_TITLES[method]} ({study_preset}), {cfg.dataset} "
+                                     f"fold {EMBEDDING_FOLD}")
+        fig.savefig(figures / f"registry-{method}-{kind}-grid.png", bbox_inches="tight")
+        display(fig)
 
 # %% [markdown]
-# The second grid is **Fig. 4: editing**: one test person (left), given the expressions of their own other
-# images (top), and the truth of each edit under it. The paper compares its edits with CAAE and Expr-GAN;
+# The second grid of each method is **Fig. 4: editing**: one test person (left), given the expressions of
+# their own other images (top), and the truth of each edit under it. The paper compares its edits with CAAE and Expr-GAN;
 # those are other papers' models and are not reproduced here.
 #
 # **Fig. 5: t-SNE of f(e)**, the 30-dimensional expression feature, on fold 0's test faces: the CNN
@@ -334,8 +350,9 @@ else:
 # **L_irec and L_erec together.** Eqs. 6-7 as printed pull x_bar to x_t and to x_s in pixels at once, with
 # equal weights (lambda3 = lambda4 = 1). No image is close to two different faces, so the two terms ask
 # for something between them: the blend row is that compromise. Where TER-GAN's "L1 to x_t" and "L1 to
-# x_s" sit against the blend's, and whether x_bar is nearer the truth than the blend is, say what the two
-# losses did to the generated faces.
+# x_s" sit against the blend's, and whether x_bar is nearer the truth than the blend is, say where the two
+# losses put the generated faces; the ablation's row (the same network trained without L_erec, in its
+# pre-training and on the fold) and the last two claims above say what L_erec itself does.
 
 # %% [markdown]
 # ## Deviations
@@ -354,6 +371,9 @@ else:
 # - **Eq. 2.** As printed it asks D^i to give the generated image the source's identity; the text says the
 #   target's. We follow the text: D^i must name x_t's person in x_bar.
 # - **L_irec and L_erec as printed.** Both pixel losses at once (see the section above for what they do).
+#   The ablation `tergan-no-erec` (ours, not the paper's) sets lambda4 = 0 in its pre-training's stage 2
+#   and on each fold; its pre-training is its own run (the same stage 1). The study runs it on folds 0-2
+#   only (its cost); its paired differences are over those three.
 # - **Augmentation, "5 times".** One random crop, rotation and flip per image per epoch (see Data).
 # - **The shallow classifier** (not specified): one hidden layer of 64 units with ReLU on the frozen f(e),
 #   Adam lr 1e-3, selected on the validation fold.
@@ -390,8 +410,8 @@ print(f"live training: {live_time:.1f} s on {torch.get_num_threads()} thread(s);
 
 # %% [markdown]
 # What the registry's records cost, as they recorded it (a fold's wall time includes its stages and, for the
-# job that ran it, the pre-training; the classifier's images/s below is the last stage's only), and the
-# network's size at the study preset (D^i has one output per training person):
+# job that ran it, the pre-training; the classifier's images/s is the last stage's only), and the network's
+# size at the study preset:
 
 # %%
 if frame.empty:
@@ -399,6 +419,8 @@ if frame.empty:
 else:
     display(results.registry_cost(frame, tergan.METHOD_TITLES, "classifier images/s (median)"))
     study_cfg = tergan.TERGANConfig.from_preset(study_preset, dataset=cfg.dataset)
-    model = tergan.build_model(study_cfg, len(data.protocol.classes), 60, data.loaded.images.shape[-1])
-    print(f"TER-GAN at the {study_preset} preset ({study_cfg.size} px, widths / {study_cfg.width_divisor}, 60 "
-          f"training people): {sum(p.numel() for p in model.parameters()):,} parameters")
+    sizes = [sum(p.numel() for p in tergan.build_model(study_cfg, len(data.protocol.classes), people,
+                                                       data.loaded.images.shape[-1]).parameters()) for people in (2, 3)]
+    per_person = sizes[1] - sizes[0]
+    print(f"TER-GAN at the {study_preset} preset ({study_cfg.size} px, widths / {study_cfg.width_divisor}): "
+          f"{sizes[0] - 2 * per_person:,} parameters and {per_person} per training person (D^i's last layer)")

@@ -208,12 +208,12 @@ def test_the_findings_table_says_one_paired_fold_has_no_interval(tmp_path):
 
 def test_plateau_cell_counts_folds_that_stopped_early_and_names_the_cap_of_the_others():
     from ferlib.study.results import plateau_cell
-    group = pd.DataFrame({"plateau": [True, False, True, False], "epochs_cap": [40, 40, 40, 40]})
+    group = pd.DataFrame({"plateau": [True, False, True, False], "epochs_run": [30, 40, 35, 40]})
     assert plateau_cell(group) == "2 of 4; 2 at the 40-epoch cap (plateau not shown)"
     assert plateau_cell(group.assign(plateau=True)) == "4 of 4"
     assert plateau_cell(group.assign(plateau=[True, True, True, False])) == \
         "3 of 4; 1 at the 40-epoch cap (plateau not shown)"
-    assert plateau_cell(group.assign(plateau=False, epochs_cap=[40, 60, 40, 60])) == \
+    assert plateau_cell(group.assign(plateau=False, epochs_run=[40, 60, 40, 60])) == \
         "0 of 4; 4 at the 40/60-epoch cap (plateau not shown)"
     assert plateau_cell(group.iloc[:0]) == "no current record"
 
@@ -261,7 +261,7 @@ def test_the_undertrained_line_names_folds_at_the_cap_with_their_late_gain():
     flat = [min(0.5, 0.1 + 0.05 * e) for e in range(40)]                # at 0.5 from epoch 8 on
     assert late_gain(record(rising)) == pytest.approx(10.0) and late_gain(record(flat)) == 0.0
     frame = pd.DataFrame({"method": ["ifgan", "ifgan", "resnet"], "dataset": ["synth-ckplus"] * 3,
-                          "stale": ["", "", ""], "plateau": [False, False, True], "epochs_cap": [40, 40, 40],
+                          "stale": ["", "", ""], "plateau": [False, False, True], "epochs_run": [40, 40, 31],
                           "best_epoch": [40, 30, 20], "record": [record(rising), record(flat), record(flat)]})
     line = undertrained_line(frame, {"ifgan": "IF-GAN"})
     assert line.count("IF-GAN on synth-ckplus: 2 of 2 folds at the 40-epoch cap") == 1 and "resnet" not in line
@@ -296,3 +296,10 @@ def test_a_dataset_with_one_image_per_person_has_its_identity_probe_named_not_me
     cells = ours(frame, "identity_probe").set_index("method")["cell"]
     assert cells["resnet"] == "not measurable on 1 fold: " + probe["unmeasured"]
     assert cells["ifgan"].endswith("(n=1, no spread)")
+
+
+def test_a_fold_at_its_cap_is_named_with_the_cap_of_the_run_its_history_is_from():
+    """TER-GAN's record is its classifier's run (40 epochs), not its fold stages' (cfg.epochs = 20): a fold
+    that ran to the end names the classifier's cap, from the epochs it ran."""
+    from ferlib.study.results import caps_text
+    assert caps_text(pd.DataFrame({"epochs_run": [40, 40], "epochs_cap": [20, 20]})) == "40"

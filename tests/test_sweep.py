@@ -107,6 +107,12 @@ def test_the_grid_is_each_papers_primary_at_every_fold_and_tables_at_three():
     assert by[("synth-mmi", "resnet")] == [0, 1, 2] and by[("synth-bu3dfe", "ifgan-noattention")] == [0, 1, 2]
     assert by[("synth-rafdb", "ifgan")] == [0]                   # one official split
     assert {j.preset for j in jobs} == {"study"} and len(jobs) == 3 * (10 + 3 + 3 + 1)
+    # a method with its own grid folds (TER-GAN's ablation): three of the eight, unless folds are asked for
+    tergan = {}
+    for j in sweep.study_grid(["tergan"]):
+        tergan.setdefault(j.method, []).append(j.fold)
+    assert tergan == {"baseline": list(range(8)), "tergan": list(range(8)), "tergan-no-erec": [0, 1, 2]}
+    assert [j.fold for j in sweep.study_grid(["tergan"], methods=["tergan-no-erec"], folds=[4, 5])] == [4, 5]
     with pytest.raises(FerlibError, match="unknown method"):
         sweep.study_grid(["adfl"], methods=["resnet"])
     with pytest.raises(FerlibError, match="unknown paper"):

@@ -108,6 +108,24 @@ def test_targets_are_seeded_per_epoch_and_name_the_training_people():
         WithTargets(torch.utils.data.Subset(Faces(), [0]))
 
 
+def test_the_ablation_drops_l_erec_alone_and_pretrains_with_its_own_losses(smoke, trained):
+    from pathlib import Path
+
+    from ferlib.models.tergan import total_loss
+    cfg, _, other, _ = smoke
+    assert tergan.method_lambdas(cfg, "tergan") == tergan.method_lambdas(cfg, "baseline") == tuple(cfg.lambdas)
+    ablated = tergan.method_lambdas(cfg, "tergan-no-erec")
+    assert ablated[3] == 0 and ablated[:3] + ablated[4:] == tuple(cfg.lambdas[:3] + cfg.lambdas[4:])
+    terms = {term: torch.tensor(float(k + 1)) for k, term in enumerate(tergan.TERM_ORDER)}   # erec = 4
+    assert float(total_loss(terms, ablated)) == pytest.approx(float(total_loss(terms, cfg.lambdas)) - 4 * cfg.lambdas[3])
+    stems = {m: tergan.pretrain_stem(cfg, other, m) for m in tergan.METHODS}
+    assert stems["baseline"] == stems["tergan"] != stems["tergan-no-erec"]
+    assert (Path(cfg.out_dir) / f"{stems['tergan-no-erec']}-stage2" / "record.json").is_file()
+    ablation, paper = trained["tergan-no-erec"][2].task.tergan, trained["tergan"][2].task.tergan
+    assert not torch.equal(ablation.G_de.fc.weight, paper.G_de.fc.weight)          # trained apart from stage 2 on
+    assert torch.equal(ablation.h1.copy.fc.weight, paper.h1.copy.fc.weight)       # the same stage 1 (same seed, data)
+
+
 def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, tmp_path):
     from ferlib.study.jobs import study_record, text_image
     from ferlib.study.records import iter_records, write_record
@@ -117,6 +135,9 @@ def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, 
     assert record["job"]["paper"] == "tergan" and record["extras"]["pretrained_on"].startswith("synth-bu4dfe (data ")
     assert set(record["extras"]["stages"]) == {"stage2"} and len(record["extras"]["stages"]["stage2"]) == cfg.epochs
     assert record["identity_probe"]["acc"] is not None          # on f(e), the features the classifier reads
+    # the record's history is the classifier's run: its cap, not the fold stages' epochs
+    assert record["training"]["epochs_cap"] == cfg.classifier_epochs != cfg.epochs
+    assert len(record["training"]["history"]) == cfg.classifier_epochs
     out = record["extras"]
     assert {(r["method"], r["feature"]) for r in out["probes"]} == {("TER-GAN", "f(e)"), ("TER-GAN", "f(i)")}
     truth = out["truth"]
@@ -156,6 +177,11 @@ def fake_frame(folds=(0, 1, 2), failed=()):
         rows.append({"method": "tergan", "dataset": "synth-oulu", "fold": f, "seed": 0,
                      "status": "failed to train" if f in failed else "ok", "stale": "",
                      "record": {"extras": {"truth": truth, "stages": stages}}})
+        ablated = {kind: {"pairs": 64, "scores": {name: dict(v) for name, v in scores.items()}} for kind in truth
+                   if kind != "judges"}
+        ablated["transfer"]["scores"]["TER-GAN"]["ssim"] -= 0.02        # the ablation: 2 points of SSIM worse
+        rows.append({"method": "tergan-no-erec", "dataset": "synth-oulu", "fold": f, "seed": 0, "status": "ok",
+                     "stale": "", "record": {"extras": {"truth": ablated}}})
     rows.append({"method": "baseline", "dataset": "synth-oulu", "fold": 0, "seed": 0, "status": "ok", "stale": "",
                  "record": {"extras": {}}})
     return pd.DataFrame(rows)
@@ -163,7 +189,10 @@ def fake_frame(folds=(0, 1, 2), failed=()):
 
 def test_the_truth_table_and_claims_read_the_records():
     table = tergan.truth_table(fake_frame())
-    assert list(table["answer"].astype(str))[:5] == list(tergan.ANSWERS) and list(table["kind"])[:5] == ["transfer"] * 5
+    assert list(table["answer"].astype(str))[:6] == list(tergan.ANSWERS) and list(table["kind"])[:6] == ["transfer"] * 6
+    ablation = table[(table["kind"] == "transfer") & (table["answer"] == "TER-GAN without L_erec")].iloc[0]
+    assert ablation["SSIM to truth (x 100)"].startswith("59.0 ± 1.0")       # its own x_bar; one row per answer
+    assert len(table) == 2 * len(tergan.ANSWERS)
     row = table[(table["kind"] == "transfer") & (table["answer"] == "TER-GAN")].iloc[0]
     assert row["SSIM to truth (x 100)"].startswith("61.0 ± 1.0") and row["pairs per fold"] == 64
     claims = tergan.judged_truth_claims(fake_frame(), "synth-oulu")
@@ -171,6 +200,8 @@ def test_the_truth_table_and_claims_read_the_records():
     first = claims.iloc[0]                               # SSIM 60-62 vs 55 on three folds: +6.0
     assert first["our difference (pts)"] == 6.0 and first["verdict"] == "supported"
     assert claims.iloc[3]["our difference (pts)"] == 55.0 and claims.iloc[3]["verdict"] == "supported"
+    assert claims.iloc[6]["claim"].startswith("ablation") and claims.iloc[6]["our difference (pts)"] == -2.0
+    assert claims.iloc[6]["verdict"] == "contradicted"
     failed = tergan.judged_truth_claims(fake_frame(failed=(1,)), "synth-oulu")
     assert failed["verdict"].str.startswith("failed to train").all()
     assert tergan.truth_table(fake_frame().iloc[-1:]).empty          # no TER-GAN record: nothing to show

@@ -49,8 +49,14 @@ from ferlib.experiments.common import (MethodFold, MethodsResult, ProtocolData, 
 from ferlib.models.tergan import LAMBDAS, TERGAN, RecognitionTask, StageOneTask, TERGANTask
 
 PAPER = "tergan"
-METHODS = ("baseline", "tergan")
-METHOD_TITLES = {"baseline": "CNN (baseline)", "tergan": "TER-GAN"}
+METHODS = ("baseline", "tergan", "tergan-no-erec")
+METHOD_TITLES = {"baseline": "CNN (baseline)", "tergan": "TER-GAN", "tergan-no-erec": "TER-GAN without L_erec"}
+GAN_METHODS = ("tergan", "tergan-no-erec")     # the methods whose fold trains stage 2 (and has transfers)
+# The ablation of Eqs. 6-7 (not in the paper): L_erec (x_bar to x_s in pixels) dropped, lambda4 = 0, in the
+# pre-training's stage 2 and the fold's alike; every other weight as the config's.
+DROPPED_TERMS = {"tergan-no-erec": ("erec",)}
+GRID_FOLDS = {"tergan-no-erec": (0, 1, 2)}       # the study grid runs the ablation on three of the eight folds
+TERM_ORDER = ("if", "ef", "irec", "erec", "det", "des", "g")   # lambda1..lambda7 of Eq. 10
 # the settings the pre-training depends on (not the fold or the fine-tuning's)
 PRETRAIN_FIELDS = ("preset", "seed", "lr", "betas", "lambdas", "reversal", "size", "width_divisor",
                    "pretrain_stage1_epochs", "pretrain_epochs", "batch_size", "pretrain_scale")
@@ -152,28 +158,40 @@ def engine_for(cfg: TERGANConfig, epochs: int, run_name: str, progress: bool, pa
                         progress=progress, patience=patience)
 
 
-def pretrain_stem(cfg: TERGANConfig, other: ProtocolData) -> str:
-    """The pre-training runs' name stem: per pre-training dataset, preset, seed and data digest."""
-    return f"tergan-pretrain-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{data_key(other)}"
+def method_lambdas(cfg: TERGANConfig, method: str) -> tuple[float, ...]:
+    """Eq. 10's weights `method` trains with: the config's, with its `DROPPED_TERMS` set to 0."""
+    dropped = DROPPED_TERMS.get(method, ())
+    return tuple(0.0 if term in dropped else float(w) for term, w in zip(TERM_ORDER, cfg.lambdas))
 
 
-def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress: bool = True) -> dict:
-    """Stages 1 and 2 on every image of `other`, last epochs kept: the pre-trained TER-GAN's state_dict
-    (h1 and h2 hold the stage-1 encoders). Both runs are keyed on the data and reused."""
+def pretrain_stem(cfg: TERGANConfig, other: ProtocolData, method: str = "tergan") -> str:
+    """The pre-training runs' name stem: per pre-training dataset, preset, seed and data digest, and the
+    ablation whose losses it trains with (the paper's losses: none; the baseline shares TER-GAN's)."""
+    ablation = "".join(f"-no-{term}" for term in DROPPED_TERMS.get(method, ()))
+    return f"tergan-pretrain{ablation}-{other.protocol.dataset}-{cfg.preset}-seed{cfg.seed}-data{data_key(other)}"
+
+
+def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress: bool = True,
+             method: str = "tergan") -> dict:
+    """Stages 1 and 2 on every image of `other` with `method`'s losses, last epochs kept: the pre-trained
+    TER-GAN's state_dict (h1 and h2 hold the stage-1 encoders). Both runs are keyed on the data and
+    reused."""
     cache = ImageCache.from_arrays(other.loaded.images, other.loaded.manifest)
     train = FERDataset(cache, other.manifest, other.protocol.classes,
                        transform=make_transform("tergan", train=True, size=cfg.size))
     people = WithIdentity(train).num_identities
     settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
     key = {"pretrain_dataset": other.protocol.dataset, "pretrain_source": other.source, "data": data_key(other)}
-    stem = pretrain_stem(cfg, other)
+    if DROPPED_TERMS.get(method):
+        key["lambdas"] = method_lambdas(cfg, method)
+    stem = pretrain_stem(cfg, other, method)
     seed_everything(cfg.seed)
     model = build_model(cfg, len(other.protocol.classes), people, in_channels)
     stage_one = StageOneTask(model, cfg.lr, cfg.betas)
     fit(stage_one, make_loader(WithIdentity(train), cfg.batch_size, shuffle=True, seed=cfg.seed), None, None,
         engine_for(cfg, cfg.pretrain_stage1_epochs, f"{stem}-stage1", progress), config=settings | key | {"stage": 1})
     model.freeze_stage_one()
-    stage_two = TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
+    stage_two = TERGANTask(model, cfg.lr, cfg.betas, method_lambdas(cfg, method))
     fit(stage_two, make_loader(WithTargets(train, cfg.seed), cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True),
         None, None, engine_for(cfg, cfg.pretrain_epochs, f"{stem}-stage2", progress), config=settings | key | {"stage": 2})
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -246,7 +264,7 @@ def run_fold(cfg: TERGANConfig, data: ProtocolData, fold: int, method: str, pret
                                    config=config | {"stage": 1})
             model.freeze_stage_one()
         pairs = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
-        stages["stage2"] = fit(TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas), pairs, None, None,
+        stages["stage2"] = fit(TERGANTask(model, cfg.lr, cfg.betas, method_lambdas(cfg, method)), pairs, None, None,
                                engine_for(cfg, cfg.epochs, cfg.run_name(method, fold, "stage2"), progress),
                                config=config | {"stage": 2})
     task, record, test = recognise(cfg, method, fold, fold_data, model.G_es, config | {"stage": "classifier"},
@@ -257,14 +275,20 @@ def run_fold(cfg: TERGANConfig, data: ProtocolData, fold: int, method: str, pret
 
 
 def run(cfg: TERGANConfig, data: ProtocolData | None = None, progress: bool = True) -> MethodsResult:
-    """Every method of `cfg.methods` on every fold asked for, after one pre-training."""
+    """Every method of `cfg.methods` on every fold asked for, after its pre-training (one per set of
+    losses: the baseline shares TER-GAN's)."""
     data = data or load(cfg)
     folds = resolve_folds(cfg.fold, cfg.folds, data.protocol.k)
     other = load_pretraining(cfg, data)
-    pretrained = pretrain(cfg, other, data.loaded.images.shape[-1], progress) if other is not None else None
     on = None if other is None else f"{other.protocol.dataset} (data {data_key(other)})"
-    return MethodsResult(cfg, [run_fold(cfg, data, f, m, pretrained, progress, on)
-                               for m in cfg.method_list() for f in folds])
+    pretrained: dict[str, dict | None] = {}
+    out = []
+    for m in cfg.method_list():
+        stem = None if other is None else pretrain_stem(cfg, other, m)
+        if stem not in pretrained:
+            pretrained[stem] = None if other is None else pretrain(cfg, other, data.loaded.images.shape[-1], progress, m)
+        out += [run_fold(cfg, data, f, m, pretrained[stem], progress, on) for f in folds]
+    return MethodsResult(cfg, out)
 
 
 def replace_dataset(cfg: TERGANConfig, dataset: str) -> TERGANConfig:
@@ -374,7 +398,7 @@ def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_
     from ferlib.study.jobs import history_rows
     out = {"pretrained_on": fold.record["config"].get("pretrained_on"), "probes": probe_table(fold, cfg.seed),
            "stages": {name: history_rows(h) for name, h in fold.record.get("stages", {}).items()}}
-    if job_method == "tergan" and loaded.synth is not None:
+    if job_method in GAN_METHODS and loaded.synth is not None:
         out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs,
                                     figures=figure_fold)
     return out
@@ -387,22 +411,27 @@ __all__ = ["TERGANConfig", "PRESETS", "METHODS", "METHOD_TITLES", "load", "load_
 # ----------------------------------------------------------------------------- the chapter's views of the registry
 # Pure rendering of registry records (`ferlib.study.results.study_frame`); nothing here trains.
 
-ANSWERS = ("TER-GAN", "copy x_t", "copy x_s", "blend", "truth")
+ANSWERS = ("TER-GAN", "TER-GAN without L_erec", "copy x_t", "copy x_s", "blend", "truth")
 TRUTH_METRICS = {"l1": "L1 to truth", "ssim": "SSIM to truth", "expression judge %": "expression judge %",
                  "identity judge %": "identity judge %", "l1 to x_t": "L1 to x_t", "l1 to x_s": "L1 to x_s"}
 PIXEL_METRICS = ("l1", "ssim", "l1 to x_t", "l1 to x_s")     # shown x 100, in the claims' points
 # The transfer claim, judged per fold against each trivial answer on the metric the answer cannot win by
-# construction: (text, kind, reference, metric, direction; +1: TER-GAN higher is the claim)
+# construction, and the ablation of L_erec measured the same way: (text, kind, answer, reference, metric,
+# direction; +1: the answer higher than the reference is the claim)
 TRUTH_CLAIMS = (
-    ("x_bar is closer to the truth than copying the target (SSIM)", "transfer", "copy x_t", "ssim", +1),
-    ("x_bar is closer to the truth than copying the source (SSIM)", "transfer", "copy x_s", "ssim", +1),
-    ("x_bar shows the source's expression more often than the target image does", "transfer", "copy x_t",
-     "expression judge %", +1),
-    ("x_bar shows the target person more often than the source image does", "transfer", "copy x_s",
+    ("x_bar is closer to the truth than copying the target (SSIM)", "transfer", "TER-GAN", "copy x_t", "ssim", +1),
+    ("x_bar is closer to the truth than copying the source (SSIM)", "transfer", "TER-GAN", "copy x_s", "ssim", +1),
+    ("x_bar shows the source's expression more often than the target image does", "transfer", "TER-GAN",
+     "copy x_t", "expression judge %", +1),
+    ("x_bar shows the target person more often than the source image does", "transfer", "TER-GAN", "copy x_s",
      "identity judge %", +1),
-    ("an edit is closer to the truth than the unedited image (SSIM)", "editing", "copy x_t", "ssim", +1),
-    ("an edit shows the source's expression more often than the unedited image does", "editing", "copy x_t",
-     "expression judge %", +1),
+    ("an edit is closer to the truth than the unedited image (SSIM)", "editing", "TER-GAN", "copy x_t", "ssim", +1),
+    ("an edit shows the source's expression more often than the unedited image does", "editing", "TER-GAN",
+     "copy x_t", "expression judge %", +1),
+    ("ablation: without L_erec x_bar is closer to the truth (SSIM)", "transfer", "TER-GAN without L_erec",
+     "TER-GAN", "ssim", +1),
+    ("ablation: without L_erec x_bar shows the source's expression more often", "transfer", "TER-GAN without L_erec",
+     "TER-GAN", "expression judge %", +1),
 )
 
 
@@ -411,15 +440,19 @@ def sweep_command(preset: str) -> str:
 
 
 def truth_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (record, kind, answer) of TER-GAN's ground-truth scores: fold, seed, status, pairs and
-    every metric (L1 in [-1, 1] units, SSIM, judges in %)."""
+    """One row per (record, kind, answer) of the ground-truth scores: fold, seed, status, pairs and every
+    metric (L1 in [-1, 1] units, SSIM, judges in %). The trivial answers come from TER-GAN's records; an
+    ablation's record adds its own x_bar only (its pairs are the same: drawn from the fold's test split)."""
     rows = []
-    for _, r in frame[frame["method"] == "tergan"].iterrows():
+    for _, r in frame[frame["method"].isin(GAN_METHODS)].iterrows():
         truth = r["record"]["extras"].get("truth") or {}
         for kind in ("transfer", "editing"):
             for answer, scores in (truth.get(kind) or {}).get("scores", {}).items():
+                if r["method"] != "tergan" and answer != "TER-GAN":
+                    continue
+                name = answer if r["method"] == "tergan" or answer != "TER-GAN" else METHOD_TITLES[r["method"]]
                 rows.append({"dataset": r["dataset"], "fold": r["fold"], "seed": r["seed"], "status": r["status"],
-                             "stale": r["stale"], "kind": kind, "answer": answer, "pairs": truth[kind]["pairs"],
+                             "stale": r["stale"], "kind": kind, "answer": name, "pairs": truth[kind]["pairs"],
                              **{k: scores.get(k) for k in TRUTH_METRICS}})
     return pd.DataFrame(rows, columns=["dataset", "fold", "seed", "status", "stale", "kind", "answer", "pairs",
                                        *TRUTH_METRICS])
@@ -456,8 +489,8 @@ def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     rows = truth_rows(frame)
     rows = rows[(rows["stale"] == "") & (rows["dataset"].map(base_name) == base_name(dataset))]
     judged = []
-    for text, kind, reference, metric, direction in TRUTH_CLAIMS:
-        claim = Claim(paper=PAPER, text=text, dataset=base_name(dataset), method="TER-GAN", baseline=reference,
+    for text, kind, answer, reference, metric, direction in TRUTH_CLAIMS:
+        claim = Claim(paper=PAPER, text=text, dataset=base_name(dataset), method=answer, baseline=reference,
                       metric=metric, direction=direction)
         scale = 100 if metric in PIXEL_METRICS else 1
 
@@ -467,8 +500,9 @@ def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
             return ({int(f): scale * float(v) for f, v in zip(ok["fold"], ok[metric])},
                     [int(f) for f in group.loc[group["status"] != "ok", "fold"]])
 
-        (mine, failed), (theirs, _) = side("TER-GAN"), side(reference)
-        judged.append(judge(claim, mine, theirs, failed_method=failed))
+        (mine, failed), (theirs, failed_reference) = side(answer), side(reference)
+        judged.append(judge(claim, mine, theirs, failed_method=failed,   # a trivial answer never fails; a method may
+                            failed_baseline=failed_reference if reference in METHOD_TITLES.values() else ()))
     return claims_table(judged)
 
 

@@ -134,7 +134,7 @@ def build(paper: str, method: str, cfg, classes: tuple[str, ...]):
         model = tergan.build_model(cfg, len(classes), SUBJECTS, CHANNELS)
         if method == "baseline":
             return StageOneTask(model, cfg.lr, cfg.betas)
-        return TERGANTask(model, cfg.lr, cfg.betas, cfg.lambdas)
+        return TERGANTask(model, cfg.lr, cfg.betas, tergan.method_lambdas(cfg, method))
     return eifn.build_task(cfg, method, len(classes), torch.arange(SUBJECTS), CHANNELS, cfg.dataset,
                            lr_step=cfg.lr_step)
 

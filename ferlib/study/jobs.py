@@ -83,6 +83,12 @@ class PaperStudy:
         chooser = getattr(self.experiment, "grid_methods", None)
         return tuple(chooser(dataset)) if chooser else self.methods()
 
+    def grid_folds(self, method: str, folds: list[int]) -> list[int]:
+        """The grid's folds of `method` among `folds`: the experiment's `GRID_FOLDS[method]` (TER-GAN's
+        ablation runs three), else all of them."""
+        chosen = getattr(self.experiment, "GRID_FOLDS", {}).get(method)
+        return list(folds) if chosen is None else [f for f in folds if f in chosen]
+
     def seeds(self, dataset: str | None = None) -> tuple[int, ...]:
         """The seeds the grid's jobs on `dataset` run with: the experiment's `grid_seeds(dataset)` (EAN's
         replicates of an official split), else (0,)."""
@@ -223,8 +229,8 @@ def train(study: PaperStudy, cfg, job: Job, progress: bool):
         pretrained = on = None
         if other is not None:
             on = f"{other.protocol.dataset} (data {experiment.data_key(other)})"
-            with file_lock(Path(cfg.out_dir) / f"{experiment.pretrain_stem(cfg, other)}.lock"):
-                pretrained = experiment.pretrain(cfg, other, data.loaded.images.shape[-1], progress)
+            with file_lock(Path(cfg.out_dir) / f"{experiment.pretrain_stem(cfg, other, job.method)}.lock"):
+                pretrained = experiment.pretrain(cfg, other, data.loaded.images.shape[-1], progress, job.method)
         return experiment.run_fold(cfg, data, job.fold, job.method, pretrained, progress, on)
     return experiment.run_fold(cfg, data, job.fold, job.method, progress=progress)
 
@@ -344,9 +350,11 @@ def study_record(job: Job, cfg, result, fingerprint: dict, wall_time_s: float) -
     test = {k: engine["test"][k] for k in ("acc", "macro_acc", "loss", "n", "per_class_acc", "confusion", "class_names")}
     extras = extras_of(job, result, cfg)
     probe = classifier_probe(job, result, extras)
-    training = {
-        "best_epoch": engine["best_epoch"], "epochs_run": len(engine["history"]), "epochs_cap": cfg.epochs,
-        "patience": cfg.patience, "min_epochs": getattr(cfg, "min_epochs", 0),
+    run = engine.get("engine", {})            # the engine's own settings: the run the history is from (TER-GAN's
+    training = {                               # classifier, not its fold stages)
+        "best_epoch": engine["best_epoch"], "epochs_run": len(engine["history"]),
+        "epochs_cap": run.get("epochs", cfg.epochs), "patience": run.get("patience", cfg.patience),
+        "min_epochs": run.get("min_epochs", getattr(cfg, "min_epochs", 0)),
         "stopped_early": bool(engine.get("stopped_early")),
         "select_metric": engine["best"]["metric"], "history": history_rows(engine["history"]),
         "train_images": len(result.data.train), "val_images": len(result.data.val),

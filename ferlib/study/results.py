@@ -118,8 +118,10 @@ def plateau_shown(training: dict) -> bool:
 
 
 def caps_text(capped: pd.DataFrame) -> str:
-    """The epoch cap(s) of `capped`'s folds, as the tables print them: "40", or "40/60" when they differ."""
-    return "/".join(str(int(c)) for c in sorted(set(capped["epochs_cap"])))
+    """The epoch cap(s) of `capped`'s folds, as the tables print them: "40", or "40/60" when they differ. A
+    fold that did not stop early ran every epoch of its run: its epochs run are its cap (the cap of the
+    run its history is from: a paper's last stage, when its stages differ)."""
+    return "/".join(str(int(c)) for c in sorted(set(capped["epochs_run"])))
 
 
 def plateau_cell(group: pd.DataFrame) -> str:

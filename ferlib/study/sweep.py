@@ -41,8 +41,9 @@ def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, fol
     """Every job of the grid: per paper, its primary dataset at all folds and its table datasets at
     `TABLE_FOLDS` folds, or the `datasets` / `folds` / `methods` given (folds a dataset lacks are left out).
     The datasets are the paper's `grid_datasets()` and on each its `grid_methods(dataset)` (EAN: its noisy
-    variants, Tables 3-4's methods only); the seeds its `seeds()`: (0,) by default, EAN's replicates of its
-    one official split, the SynthFER datasheet's `VALIDITY_SEEDS`."""
+    variants, Tables 3-4's methods only), each method at its `grid_folds` unless `folds` are given (TER-GAN's
+    ablation: three); the seeds its `seeds()`: (0,) by default, EAN's replicates of its one official split,
+    the SynthFER datasheet's `VALIDITY_SEEDS`."""
     from ferlib.study.jobs import dataset_folds, paper_study
     jobs = []
     for paper in papers:
@@ -61,7 +62,8 @@ def study_grid(papers: Iterable[str], datasets: Iterable[str] | None = None, fol
                 fold_list = list(range(k)) if dataset == study.primary() else list(range(min(TABLE_FOLDS, k)))
             chosen_seeds = list(seeds) if seeds else list(study.seeds(dataset))
             chosen_methods = [m for m in (methods or study.grid_methods(dataset))]
-            jobs += [Job(paper, m, dataset, f, preset, s) for s in chosen_seeds for m in chosen_methods for f in fold_list]
+            jobs += [Job(paper, m, dataset, f, preset, s) for s in chosen_seeds for m in chosen_methods
+                     for f in (fold_list if folds is not None else study.grid_folds(m, fold_list))]
     return jobs
 
 
