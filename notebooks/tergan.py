@@ -120,7 +120,8 @@ fig
 # numbers are the registry's, below. At this scale the encoders see a few hundred faces of a dozen people
 # for a few dozen steps: they do not yet recognise expressions of new people (the test accuracy stays near
 # chance; the study preset's, below, do). So the check below asks only what holds on any processor: the
-# training loss of every stage and of each classifier fell from its first epoch to its last.
+# training loss of each classifier (the baseline's stage 1 and every shallow classifier) fell from its
+# first epoch to its last. Stage 2's losses are a GAN's and need not fall.
 #
 # What runs (Sec. 3.1.4 and 4.4): stage 1 trains G_es as an expression classifier and G_et as an identity
 # classifier of the pre-training people; their heads are dropped and frozen copies h1, h2 of them serve the
@@ -153,7 +154,7 @@ print(live_check(live_records, chance=None))
 live = next((f for f in result.folds if f.method == "tergan"), None)
 if live is not None and data.loaded.synth is not None:
     test_rows = live.data.manifest[live.data.manifest["split"] == "test"]
-    rows, names, columns = tergan.grid_rows_of(tergan.transfer_grid(live, data.loaded, test_rows, "transfer", cfg.size, cfg.seed))
+    rows, names, columns = tergan.grid_images(tergan.transfer_grid(live, data.loaded, test_rows, "transfer", cfg.size, cfg.seed))
     display(plots.image_grid(rows, row_labels=names, col_labels=[SHORT.get(c, c) for c in columns],
                              title=f"smoke TER-GAN, {dataset} fold {live.fold}: transfers (smoke run)"))
 
@@ -161,7 +162,8 @@ if live is not None and data.loaded.synth is not None:
 # ## Reported vs reproduced
 #
 # Our numbers come from the results registry: one record per (method, fold) at the `study` preset
-# (`study_preset`), all eight folds, made by `python -m ferlib sweep --papers tergan --preset study`. The
+# (`study_preset`), all eight folds (the ablation: folds 0-2), made by
+# `python -m ferlib sweep --papers tergan --preset study`. The
 # data are SynthFER's Oulu-CASIA-like faces (64 px, pre-trained on its BU-4DFE-like people), not the
 # paper's: the numbers measure the mechanism on synthetic faces and are not comparable with the paper's.
 # Table 1 of the paper (accuracy %, "reported"; the rows of other papers are reported only) beside ours:
@@ -230,7 +232,8 @@ if not frame.empty:
 
 # %% [markdown]
 # The stages before it, per fold: the baseline's fine-tuning of stage 1 (its expression and identity
-# cross-entropies and the validation accuracy it was selected on) and TER-GAN's stage 2 on the fold (D's
+# cross-entropies and the validation accuracy it was selected on) and stage 2 on the fold of TER-GAN and of
+# the ablation (D's
 # loss, G's adversarial term, the pixel reconstructions L_irec and L_erec, the feature losses L_if and L_ef,
 # and the consistency discriminators' losses). A GAN's losses need not fall; what matters here is that none
 # is still moving at the last epoch.
@@ -258,14 +261,14 @@ for method, (stage, columns) in stage_columns.items():
 # showing the source's action units. Then the same grid from the ablation without L_erec (same faces).
 
 # %%
-for method in tergan.GAN_METHODS:
-    record = results.figure_record(frame, method, cfg.dataset)
-    truth = (record or {}).get("extras", {}).get("truth", {})
-    for kind, title in (("transfer", "Fig. 3: transfers"), ("editing", "Fig. 4: edits")):
+for kind, title in (("transfer", "Fig. 3: transfers"), ("editing", "Fig. 4: edits")):
+    for method in tergan.GAN_METHODS:
+        record = results.figure_record(frame, method, cfg.dataset)
+        truth = (record or {}).get("extras", {}).get("truth", {})
         if "grid" not in truth.get(kind, {}):
             missing(f"no {kind} grid of {tergan.METHOD_TITLES[method]} on {cfg.dataset} fold {EMBEDDING_FOLD}")
             continue
-        rows, names, columns = tergan.grid_rows_of(truth[kind]["grid"])
+        rows, names, columns = tergan.grid_images(truth[kind]["grid"])
         fig = plots.image_grid(rows, row_labels=names, col_labels=[SHORT.get(c, c) for c in columns],
                                title=f"{title}, {tergan.METHOD_TITLES[method]} ({study_preset}), {cfg.dataset} "
                                      f"fold {EMBEDDING_FOLD}")
@@ -278,9 +281,9 @@ for method in tergan.GAN_METHODS:
 # those are other papers' models and are not reproduced here.
 #
 # **Fig. 5: t-SNE of f(e)**, the 30-dimensional expression feature, on fold 0's test faces: the CNN
-# baseline's (its fine-tuned stage-1 encoder) and TER-GAN's, coloured by expression (the paper's figure) and
-# by identity (the test people). The paper reads six clusters for TER-GAN and an entangled cloud for the
-# baseline.
+# baseline's (its fine-tuned stage-1 encoder), TER-GAN's and the ablation's, coloured by expression (the
+# paper's figure) and by identity (the test people). The paper reads six clusters for TER-GAN and an
+# entangled cloud for the baseline.
 
 # %%
 for method in tergan.METHODS:
@@ -352,7 +355,8 @@ else:
 # for something between them: the blend row is that compromise. Where TER-GAN's "L1 to x_t" and "L1 to
 # x_s" sit against the blend's, and whether x_bar is nearer the truth than the blend is, say where the two
 # losses put the generated faces; the ablation's row (the same network trained without L_erec, in its
-# pre-training and on the fold) and the last two claims above say what L_erec itself does.
+# pre-training and on the fold) and the last two claims above say what L_erec itself does. The ablation ran
+# on folds 0-2 only: its row averages those three, TER-GAN's all eight; the claims pair the three.
 
 # %% [markdown]
 # ## Deviations

@@ -43,10 +43,11 @@ from ferlib.data.cache import FERDataset, ImageCache
 from ferlib.data.transfer_pairs import WithIdentity, WithTargets
 from ferlib.data.transforms import make_transform
 from ferlib.engine import EngineConfig, fit, fit_and_test, make_loader, seed_everything
+from ferlib.errors import FerlibError
 from ferlib.experiments.common import (MethodFold, MethodsResult, ProtocolData, config_from_preset,
                                        load_pretraining_data, load_protocol_data, make_fold, parse_methods,
                                        resolve_folds, synth_only)
-from ferlib.models.tergan import LAMBDAS, TERGAN, RecognitionTask, StageOneTask, TERGANTask
+from ferlib.models.tergan import LAMBDAS, TERGAN, TERMS, RecognitionTask, StageOneTask, TERGANTask
 
 PAPER = "tergan"
 METHODS = ("baseline", "tergan", "tergan-no-erec")
@@ -56,7 +57,6 @@ GAN_METHODS = ("tergan", "tergan-no-erec")     # the methods whose fold trains s
 # pre-training's stage 2 and the fold's alike; every other weight as the config's.
 DROPPED_TERMS = {"tergan-no-erec": ("erec",)}
 GRID_FOLDS = {"tergan-no-erec": (0, 1, 2)}       # the study grid runs the ablation on three of the eight folds
-TERM_ORDER = ("if", "ef", "irec", "erec", "det", "des", "g")   # lambda1..lambda7 of Eq. 10
 # the settings the pre-training depends on (not the fold or the fine-tuning's)
 PRETRAIN_FIELDS = ("preset", "seed", "lr", "betas", "lambdas", "reversal", "size", "width_divisor",
                    "pretrain_stage1_epochs", "pretrain_epochs", "batch_size", "pretrain_scale")
@@ -104,7 +104,7 @@ class TERGANConfig:
     pretrain_stage1_epochs: int = 1
     pretrain_epochs: int = 1
     epochs: int = 2
-    classifier_epochs: int = 4
+    classifier_epochs: int = 10
     patience: int = 0
     batch_size: int = 16
     scale: float = 0.2
@@ -160,8 +160,10 @@ def engine_for(cfg: TERGANConfig, epochs: int, run_name: str, progress: bool, pa
 
 def method_lambdas(cfg: TERGANConfig, method: str) -> tuple[float, ...]:
     """Eq. 10's weights `method` trains with: the config's, with its `DROPPED_TERMS` set to 0."""
+    if len(cfg.lambdas) != len(TERMS):
+        raise FerlibError(f"lambdas: Eq. 10 has {len(TERMS)} weights ({', '.join(TERMS)}); got {tuple(cfg.lambdas)}")
     dropped = DROPPED_TERMS.get(method, ())
-    return tuple(0.0 if term in dropped else float(w) for term, w in zip(TERM_ORDER, cfg.lambdas))
+    return tuple(0.0 if term in dropped else float(w) for term, w in zip(TERMS, cfg.lambdas))
 
 
 def pretrain_stem(cfg: TERGANConfig, other: ProtocolData, method: str = "tergan") -> str:
@@ -175,25 +177,25 @@ def pretrain(cfg: TERGANConfig, other: ProtocolData, in_channels: int, progress:
              method: str = "tergan") -> dict:
     """Stages 1 and 2 on every image of `other` with `method`'s losses, last epochs kept: the pre-trained
     TER-GAN's state_dict (h1 and h2 hold the stage-1 encoders). Both runs are keyed on the data and
-    reused."""
+    reused; stage 1 (no lambdas in it) is the paper's for every method, stage 2 the method's own."""
     cache = ImageCache.from_arrays(other.loaded.images, other.loaded.manifest)
     train = FERDataset(cache, other.manifest, other.protocol.classes,
                        transform=make_transform("tergan", train=True, size=cfg.size))
     people = WithIdentity(train).num_identities
     settings = {k: v for k, v in asdict(cfg).items() if k in PRETRAIN_FIELDS}
     key = {"pretrain_dataset": other.protocol.dataset, "pretrain_source": other.source, "data": data_key(other)}
-    if DROPPED_TERMS.get(method):
-        key["lambdas"] = method_lambdas(cfg, method)
-    stem = pretrain_stem(cfg, other, method)
+    ablated = {"lambdas": method_lambdas(cfg, method)} if DROPPED_TERMS.get(method) else {}
     seed_everything(cfg.seed)
     model = build_model(cfg, len(other.protocol.classes), people, in_channels)
     stage_one = StageOneTask(model, cfg.lr, cfg.betas)
     fit(stage_one, make_loader(WithIdentity(train), cfg.batch_size, shuffle=True, seed=cfg.seed), None, None,
-        engine_for(cfg, cfg.pretrain_stage1_epochs, f"{stem}-stage1", progress), config=settings | key | {"stage": 1})
+        engine_for(cfg, cfg.pretrain_stage1_epochs, f"{pretrain_stem(cfg, other)}-stage1", progress),
+        config=settings | key | {"stage": 1})
     model.freeze_stage_one()
     stage_two = TERGANTask(model, cfg.lr, cfg.betas, method_lambdas(cfg, method))
     fit(stage_two, make_loader(WithTargets(train, cfg.seed), cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True),
-        None, None, engine_for(cfg, cfg.pretrain_epochs, f"{stem}-stage2", progress), config=settings | key | {"stage": 2})
+        None, None, engine_for(cfg, cfg.pretrain_epochs, f"{pretrain_stem(cfg, other, method)}-stage2", progress),
+        config=settings | key | ablated | {"stage": 2})
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -250,6 +252,8 @@ def run_fold(cfg: TERGANConfig, data: ProtocolData, fold: int, method: str, pret
                                   pretrained)
     config = asdict(cfg) | {"fold": fold, "method": method, "pretrained_on": pretrained_on,
                             "fresh_tensors": len(fresh)}
+    if DROPPED_TERMS.get(method):          # the weights this method trains with, in its runs' records
+        config["lambdas"] = method_lambdas(cfg, method)
     identified = make_loader(WithIdentity(fold_data.train), cfg.batch_size, shuffle=True, seed=cfg.seed)
     stages = {}
     if method == "baseline":             # stage 1's G_es fine-tuned as a classifier, its best val epoch kept
@@ -356,9 +360,8 @@ def judges_for(fold: MethodFold, pairs: dict[str, list[tuple[int, int]]], size: 
 def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TRUTH_PAIRS,
                  judge_epochs: int = 30, figures: bool = False) -> dict:
     """Transfer and editing on the test people, scored against SynthFER's truth (`transfer_truth`); with
-    `figures`, the first pairs' images and the Fig. 3 and Fig. 4 grids (`transfer_grid`), as PNG text."""
+    `figures`, the Fig. 3 and Fig. 4 grids (`transfer_grid`), as PNG text."""
     from ferlib.experiments import transfer_truth as tt
-    from ferlib.study.jobs import image_text
     m = fold.data.manifest
     test = m[m["split"] == "test"]
     if test["subject"].nunique() < 2:
@@ -370,10 +373,9 @@ def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TR
         judges = {"expression": (expression, expected[kind]["expression"]),
                   "identity": (identity, expected[kind]["identity"])}
         result = tt.score(fold.task.tergan, loaded, kind_pairs, size, fold.task.device, judges=judges)
-        figure = result.pop("figure")
+        result.pop("figure")
         out[kind] = result
         if figures:
-            out[kind]["figure"] = {k: [image_text(x) for x in v[:4]] for k, v in figure.items()}
             out[kind]["grid"] = transfer_grid(fold, loaded, test, kind, size, seed)
     return out
 
@@ -396,7 +398,8 @@ def extras(job_method: str, fold: MethodFold, cfg: TERGANConfig, loaded, figure_
     for TER-GAN on SynthFER, the ground-truth scores of its transfers and edits (the figure fold: their
     images too)."""
     from ferlib.study.jobs import history_rows
-    out = {"pretrained_on": fold.record["config"].get("pretrained_on"), "probes": probe_table(fold, cfg.seed),
+    out = {"pretrained_on": fold.record["config"].get("pretrained_on"), "lambdas": method_lambdas(cfg, job_method),
+           "probes": probe_table(fold, cfg.seed),
            "stages": {name: history_rows(h) for name, h in fold.record.get("stages", {}).items()}}
     if job_method in GAN_METHODS and loaded.synth is not None:
         out["truth"] = truth_scores(fold, loaded, cfg.size, cfg.seed, judge_epochs=cfg.judge_epochs,
@@ -482,7 +485,7 @@ def truth_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """`TRUTH_CLAIMS` judged as paired differences over the folds (TER-GAN's score minus the reference's
+    """`TRUTH_CLAIMS` judged as paired differences over the folds (the answer's score minus the reference's
     on the same pairs), by the study's one rule (`claims.judge`); SSIM and L1 in points of 1/100."""
     from ferlib.data.registry import base_name
     from ferlib.study.claims import Claim, claims_table, judge
@@ -501,18 +504,21 @@ def judged_truth_claims(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
                     [int(f) for f in group.loc[group["status"] != "ok", "fold"]])
 
         (mine, failed), (theirs, failed_reference) = side(answer), side(reference)
-        judged.append(judge(claim, mine, theirs, failed_method=failed,   # a trivial answer never fails; a method may
-                            failed_baseline=failed_reference if reference in METHOD_TITLES.values() else ()))
+        # a trivial answer never fails to train; a method may, on the folds the answer ran
+        ran = set(mine) | set(failed)
+        failed_reference = [f for f in failed_reference if f in ran] if reference in METHOD_TITLES.values() else []
+        judged.append(judge(claim, mine, theirs, failed_method=failed, failed_baseline=failed_reference))
     return claims_table(judged)
 
 
 def live_records(result: MethodsResult) -> list[dict]:
-    """Every run of a live result as `common.live_check` reads one: each fold's stages (their histories
-    under the fold's run name) and its classifier's record."""
+    """The runs of a live result whose training loss must fall, as `common.live_check` reads them: each
+    fold's classifier and the baseline's stage 1 (a classifier too; stage 2's losses, a GAN's, need not
+    fall)."""
     out = []
     for f in result.folds:
-        out += [{"run_name": f"{f.record['run_name']} ({stage})", "history": history}
-                for stage, history in f.record.get("stages", {}).items()]
+        if "stage1" in f.record.get("stages", {}):
+            out.append({"run_name": f"{f.record['run_name']} (stage1)", "history": f.record["stages"]["stage1"]})
         out.append(f.record)
     return out
 
@@ -524,7 +530,7 @@ def stage_histories(frame: pd.DataFrame, method: str, stage: str) -> dict[str, l
             if stage in r.record["extras"].get("stages", {})}
 
 
-def grid_rows_of(grid: dict) -> tuple[list[list[np.ndarray]], list[str], list[str]]:
+def grid_images(grid: dict) -> tuple[list[list[np.ndarray]], list[str], list[str]]:
     """A record's Fig. 3 or Fig. 4 grid (`transfer_grid`) as `plots.image_grid` rows: the sources on top,
     then per target its x_bar row and the truth's row, each starting with the target itself."""
     from ferlib.study.jobs import text_image

@@ -143,6 +143,8 @@ def grid_rows(rows: pd.DataFrame, kind: str = "transfer", seed: int = 0, targets
     """The rows of a figure grid among `rows` (a split's manifest rows): (sources, targets). "transfer"
     (the paper's Fig. 3): one image of each of up to `targets` people, and one image per expression of the
     other people; "editing" (Fig. 4): one image of one person, and that person's other expressions."""
+    if kind not in KINDS:
+        raise FerlibError(f"grid kind {kind!r}: choose {' or '.join(KINDS)}")
     rng = np.random.default_rng(seed)
     people = list(rng.permutation(sorted(rows["subject"].astype(str).unique())))
     if kind == "editing":

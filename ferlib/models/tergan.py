@@ -56,6 +56,7 @@ DISCRIMINATOR_FC = (1024, 512, 256)             # shared, then per branch
 FEATURE_DISCRIMINATOR = (32, 16)                # then 1
 OMEGAS = (0.5, 0.6, 0.7, 0.88, 0.99)            # w_1l = w_2l, Sec. 4.1
 LAMBDAS = (1.0, 1.0, 1.0, 1.0, 0.3, 0.3, 0.5)   # l1..l7 of Eq. 10
+TERMS = ("if", "ef", "irec", "erec", "det", "des", "g")   # what lambda1..lambda7 weigh (Eq. 10)
 EXPRESSION_DIM, IDENTITY_DIM = 30, 50
 DOWNSAMPLINGS = len(ENCODER_WIDTHS)
 
@@ -303,9 +304,9 @@ class TERGAN(nn.Module):
 
 def total_loss(terms: dict[str, torch.Tensor], lambdas=LAMBDAS) -> torch.Tensor:
     """Eq. 10 without D's half of L_adv: l1 L_if + l2 L_ef + l3 L_irec + l4 L_erec + l5 L_Det + l6 L_Des + l7 L_G."""
-    l1_, l2_, l3_, l4_, l5_, l6_, l7_ = lambdas
-    return (l1_ * terms["if"] + l2_ * terms["ef"] + l3_ * terms["irec"] + l4_ * terms["erec"]
-            + l5_ * terms["det"] + l6_ * terms["des"] + l7_ * terms["g"])
+    if len(lambdas) != len(TERMS):
+        raise FerlibError(f"Eq. 10 has {len(TERMS)} weights ({', '.join(TERMS)}); got {len(lambdas)}: {tuple(lambdas)}")
+    return sum(weight * terms[term] for term, weight in zip(TERMS, lambdas))
 
 
 class StageOneTask:
