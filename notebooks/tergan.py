@@ -199,6 +199,12 @@ display(results.judged_claims(tergan.PAPER, frame))
 print(claims.VERDICT_RULE)
 
 # %% [markdown]
+# How to read it: on these synthetic folds the claims are judged in the direction the paper states, so a
+# negative difference with an interval below 0 is "contradicted". In the records made for this chapter the
+# fine-tuned stage-1 encoder (the baseline) recognised expressions better than TER-GAN's, and TER-GAN's f(e)
+# carried more identity, not less: the identity analysis below shows the probes, the t-SNE shows it by eye.
+
+# %% [markdown]
 # The transfer claims (Sec. 4.2-4.3: "transfers the facial expressions from source images quite
 # accurately, while also preserving the target identities"), judged against SynthFER's ground truth (the
 # section "Beyond the paper" below says how it is scored). Each compares x_bar with a trivial answer on the
@@ -235,8 +241,13 @@ if not frame.empty:
 # cross-entropies and the validation accuracy it was selected on) and stage 2 on the fold of TER-GAN and of
 # the ablation (D's
 # loss, G's adversarial term, the pixel reconstructions L_irec and L_erec, the feature losses L_if and L_ef,
-# and the consistency discriminators' losses). A GAN's losses need not fall; what matters here is that none
-# is still moving at the last epoch.
+# and the consistency discriminators' losses). A GAN's losses need not fall. In the records made for this
+# chapter the pixel and feature losses (L_irec, L_if, L_ef) flatten from about epoch 15, L_erec never
+# falls, D_es and D_et sit at ln 4 = 1.386 (two binary cross-entropies at chance: they cannot tell real
+# from generated features), while D's and G's adversarial losses still fall at epoch 20: the generator's
+# reconstructions have reached their plateau at this preset, its adversarial game has not. The transfer
+# verdicts below are about this generator; a longer stage 2 (or the paper preset on a GPU) may draw
+# sharper faces.
 
 # %%
 gan_columns = ("stage2", ["train_d", "train_g", "train_irec", "train_erec", "train_if", "train_ef", "train_des",
@@ -300,6 +311,10 @@ for method in tergan.METHODS:
 # %% [markdown]
 # ## Identity analysis
 #
+# Why TER-GAN's f(e) would carry identity: the decoder draws x_bar from f(e) and f(i), and L_erec asks
+# x_bar to look like x_s in pixels, person included; f(i) comes from another person, so only f(e) can
+# bring x_s's face into x_bar. The ablation row (without L_erec) asks whether that term is the cause.
+#
 # The identity-leakage probe and an expression probe, both linear, on each method's f(e) (what the
 # recognition classifier reads) and f(i) (the identity code), fitted on some sequences of the fold's
 # training people and scored on their held-out sequences, averaged over the folds that trained. "x chance"
@@ -307,6 +322,10 @@ for method in tergan.METHODS:
 # disentanglement claim is that TER-GAN's f(e) names the person less well than the baseline's; its design
 # asks the converse of f(i): the person, and little of the expression. The baseline's f(i) is its stage-1
 # identity encoder, fine-tuned on the fold's people.
+#
+# An expression probe far **below** chance on f(i) is identity, not the lack of it: each person shows every
+# expression in one sequence, so the held-out sequences of a person show exactly the expressions that
+# person's training sequences do not; a probe that recognises the person predicts one of the wrong ones.
 
 # %%
 table, left_out = results.averaged_probes(frame, cfg.dataset, tergan.METHOD_TITLES)
@@ -357,6 +376,12 @@ else:
 # losses put the generated faces; the ablation's row (the same network trained without L_erec, in its
 # pre-training and on the fold) and the last two claims above say what L_erec itself does. The ablation ran
 # on folds 0-2 only: its row averages those three, TER-GAN's all eight; the claims pair the three.
+#
+# In the records made for this chapter x_bar sits at the target's distance from the truth and far from
+# the source ("L1 to x_t" about as small as "L1 to truth"), with an SSIM to the truth well below copying
+# x_t: a blurred redrawing of the target that carries some of the source's expression (the expression
+# judge reads it more often than in x_t, less often than in the blend). The stage-2 curves above show why:
+# L_irec falls, L_erec stays at the distance between two people's faces from the first epoch to the last.
 
 # %% [markdown]
 # ## Deviations

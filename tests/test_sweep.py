@@ -113,6 +113,7 @@ def test_the_grid_is_each_papers_primary_at_every_fold_and_tables_at_three():
         tergan.setdefault(j.method, []).append(j.fold)
     assert tergan == {"baseline": list(range(8)), "tergan": list(range(8)), "tergan-no-erec": [0, 1, 2]}
     assert [j.fold for j in sweep.study_grid(["tergan"], methods=["tergan-no-erec"], folds=[4, 5])] == [4, 5]
+    assert [j.seed for j in sweep.study_grid(["synthfer"])] == list(sweep.VALIDITY_SEEDS)   # no folds of its own
     with pytest.raises(FerlibError, match="unknown method"):
         sweep.study_grid(["adfl"], methods=["resnet"])
     with pytest.raises(FerlibError, match="unknown paper"):

@@ -111,16 +111,17 @@ def test_targets_are_seeded_per_epoch_and_name_the_training_people():
 def test_the_ablation_drops_l_erec_alone_and_pretrains_with_its_own_losses(smoke, trained):
     from pathlib import Path
 
-    from ferlib.models.tergan import total_loss
+    from ferlib.models.tergan import TERMS, total_loss
     cfg, _, other, _ = smoke
     assert tergan.method_lambdas(cfg, "tergan") == tergan.method_lambdas(cfg, "baseline") == tuple(cfg.lambdas)
     ablated = tergan.method_lambdas(cfg, "tergan-no-erec")
     assert ablated[3] == 0 and ablated[:3] + ablated[4:] == tuple(cfg.lambdas[:3] + cfg.lambdas[4:])
-    terms = {term: torch.tensor(float(k + 1)) for k, term in enumerate(tergan.TERM_ORDER)}   # erec = 4
+    terms = {term: torch.tensor(float(k + 1)) for k, term in enumerate(TERMS)}   # erec = 4
     assert float(total_loss(terms, ablated)) == pytest.approx(float(total_loss(terms, cfg.lambdas)) - 4 * cfg.lambdas[3])
     stems = {m: tergan.pretrain_stem(cfg, other, m) for m in tergan.METHODS}
     assert stems["baseline"] == stems["tergan"] != stems["tergan-no-erec"]
     assert (Path(cfg.out_dir) / f"{stems['tergan-no-erec']}-stage2" / "record.json").is_file()
+    assert not (Path(cfg.out_dir) / f"{stems['tergan-no-erec']}-stage1").exists()   # stage 1 is the paper's
     ablation, paper = trained["tergan-no-erec"][2].task.tergan, trained["tergan"][2].task.tergan
     assert not torch.equal(ablation.G_de.fc.weight, paper.G_de.fc.weight)          # trained apart from stage 2 on
     assert torch.equal(ablation.h1.copy.fc.weight, paper.h1.copy.fc.weight)       # the same stage 1 (same seed, data)
@@ -148,17 +149,34 @@ def test_a_sweep_record_keeps_the_stages_the_pretraining_and_the_truth(trained, 
         assert set(scores) == {"TER-GAN", "copy x_t", "copy x_s", "blend", "truth"}
         assert scores["truth"]["l1"] == 0 and scores["truth"]["ssim"] == pytest.approx(1.0)
         assert {"l1", "ssim", "expression judge %", "identity judge %"} <= set(scores["TER-GAN"])
-        figure = truth[kind]["figure"]                   # the figure fold's images, as PNG text
-        assert len(figure["generated"]) == min(4, truth[kind]["pairs"])
-        assert text_image(figure["generated"][0]).shape == (cfg.size, cfg.size, 3)
-        grid = truth[kind]["grid"]
-        assert len(grid["generated"]) == len(grid["truth"]) == len(grid["target"]) == (1 if kind == "editing" else
-                                                                                      len(grid["target"]))
+        grid = truth[kind]["grid"]                       # the figure fold's Fig. 3 / Fig. 4, as PNG text
+        people = fold.data.manifest.loc[fold.data.manifest["split"] == "test", "subject"].nunique()
+        targets = 1 if kind == "editing" else min(3, people - 1)
+        assert len(grid["generated"]) == len(grid["truth"]) == len(grid["target"]) == targets
         assert all(len(row) == len(grid["source"]) == len(grid["source_label"]) for row in grid["generated"])
+        assert text_image(grid["generated"][0][0]).shape == (cfg.size, cfg.size, 3)
+        rows, names, columns = tergan.grid_images(grid)   # the chapter's layout: sources on top, x_bar / truth rows
+        assert len(rows) == 1 + 2 * targets and names[:2] == ["x_s", "x_t 1 / x_bar"] and columns[0] == "x_t"
+        assert all(len(r) == 1 + len(grid["source"]) for r in rows) and columns[1:] == grid["source_label"]
+        assert np.array_equal(rows[1][0], text_image(grid["target"][0]))
+        assert np.array_equal(rows[2][1], text_image(grid["truth"][0][0]))
+    assert list(out["lambdas"]) == list(cfg.lambdas)                  # the weights it trained with
     write_record(record, tmp_path)
     assert [r["job"] for r in iter_records(tmp_path)] == [record["job"]]
     baseline = study_record(*trained["baseline"], {"paper": "tergan", "method": "baseline", "steps": 0, "losses": []}, 1.0)
     assert set(baseline["extras"]["stages"]) == {"stage1"} and "truth" not in baseline["extras"]
+    ablation = study_record(*trained["tergan-no-erec"], {"paper": "tergan", "method": "tergan-no-erec", "steps": 0,
+                                                        "losses": []}, 1.0)
+    assert ablation["extras"]["lambdas"][3] == 0 and set(ablation["extras"]["truth"]) == {"judges", "transfer", "editing"}
+
+
+def test_the_live_check_reads_the_classifiers_and_the_baselines_stage_one(trained):
+    from ferlib.experiments.common import MethodsResult
+    folds = [trained[m][2] for m in tergan.METHODS]
+    records = tergan.live_records(MethodsResult(trained["tergan"][1], folds))
+    names = [r["run_name"] for r in records]
+    assert names == [folds[0].record["run_name"] + " (stage1)", *[f.record["run_name"] for f in folds]]
+    assert records[0]["history"] == folds[0].record["stages"]["stage1"]
 
 
 def fake_frame(folds=(0, 1, 2), failed=()):
@@ -204,6 +222,11 @@ def test_the_truth_table_and_claims_read_the_records():
     assert claims.iloc[6]["verdict"] == "contradicted"
     failed = tergan.judged_truth_claims(fake_frame(failed=(1,)), "synth-oulu")
     assert failed["verdict"].str.startswith("failed to train").all()
+    # TER-GAN failing on a fold the ablation never ran fails TER-GAN's claims, not the ablation's
+    beyond = tergan.judged_truth_claims(fake_frame(folds=(0, 1, 2, 5), failed=(5,)).query("not (method == "
+                                        "'tergan-no-erec' and fold == 5)"), "synth-oulu")
+    assert beyond["verdict"].iloc[:6].str.startswith("failed to train").all()
+    assert beyond["verdict"].iloc[6] == "contradicted" and beyond["paired folds"].iloc[6] == 3
     assert tergan.truth_table(fake_frame().iloc[-1:]).empty          # no TER-GAN record: nothing to show
 
 

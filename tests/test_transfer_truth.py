@@ -94,6 +94,11 @@ def test_the_grids_put_every_source_on_every_target_with_its_truth(loaded):
         assert torch.equal(images["generated"][k], images["target"][k].expand(len(sources), -1, -1, -1))
         for j, s in enumerate(sources):
             assert torch.equal(images["truth"][k, j], tt.model_inputs(tt.truth_of(loaded.synth, [(s, t)]), SIZE)[0])
+    copies = tt.grid(Answers("source"), loaded, sources, targets, SIZE)  # a copier of x_s: column j is source j
+    for k in range(len(targets)):
+        assert torch.equal(copies["generated"][k], copies["source"])
+    with pytest.raises(FerlibError, match="grid kind"):
+        tt.grid_rows(rows, "swap")
     edit_sources, (person,) = tt.grid_rows(rows, "editing", seed=0)
     assert set(m.loc[edit_sources, "subject"]) == {m.loc[person, "subject"]}
     assert m.loc[person, "label"] not in set(m.loc[edit_sources, "label"]) and len(edit_sources) >= 1

@@ -133,6 +133,9 @@ class ValidityStudy:
     def grid_methods(self, dataset: str) -> tuple[str, ...]:
         return self.methods()
 
+    def grid_folds(self, method: str, folds: list[int]) -> list[int]:
+        return list(folds)
+
     def seeds(self, dataset: str | None = None) -> tuple[int, ...]:
         from ferlib.study.sweep import VALIDITY_SEEDS
         return VALIDITY_SEEDS
