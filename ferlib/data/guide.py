@@ -52,8 +52,22 @@ def prepare_command(dataset: str, paper: str, root: str = "/path/to/copy", cache
     return f"python -m ferlib data prepare {dataset} --root {root} --protocol {paper} --cache {cache}"
 
 
+def pretrained_by(dataset: str, paper: str) -> str | None:
+    """The dataset `paper`'s protocol pre-trains on `dataset` for, when `dataset` is read for pre-training
+    only (it has no pre-training of its own: TER-GAN's BU-4DFE, before Oulu-CASIA); else None. EIFN's CK+
+    and Oulu-CASIA pre-train each other and are chapter datasets both."""
+    datasets = read_protocol_file(paper)["datasets"]
+    if datasets.get(dataset, {}).get("pretrain_on"):
+        return None
+    return next((name for name, rules in datasets.items() if rules.get("pretrain_on") == dataset), None)
+
+
 def notebook_command(dataset: str, paper: str, cache: str | None = None) -> str:
     cache = cache or f"~/ferlib-cache/{dataset}-{paper}"
+    target = pretrained_by(dataset, paper)
+    if target is not None:                    # a pre-training set: the chapter runs on the dataset it serves
+        return (f"papermill notebooks/{paper}.ipynb -p dataset {target} -p data_root ~/ferlib-cache/{target}-{paper} "
+                f"-p pretrain_root {cache}")
     return f"papermill notebooks/{paper}.ipynb -p dataset {dataset} -p data_root {cache}"
 
 
