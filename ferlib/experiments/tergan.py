@@ -372,9 +372,7 @@ def truth_scores(fold: MethodFold, loaded, size: int, seed: int = 0, n: int = TR
     for kind, kind_pairs in pairs.items():
         judges = {"expression": (expression, expected[kind]["expression"]),
                   "identity": (identity, expected[kind]["identity"])}
-        result = tt.score(fold.task.tergan, loaded, kind_pairs, size, fold.task.device, judges=judges)
-        result.pop("figure")
-        out[kind] = result
+        out[kind] = tt.score(fold.task.tergan, loaded, kind_pairs, size, fold.task.device, judges=judges)
         if figures:
             out[kind]["grid"] = transfer_grid(fold, loaded, test, kind, size, seed)
     return out

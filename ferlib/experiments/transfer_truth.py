@@ -29,6 +29,7 @@ import torch
 
 from ferlib.data import synth
 from ferlib.data.transforms import make_transform
+from ferlib.engine import eval_mode
 from ferlib.errors import FerlibError
 
 KINDS = ("transfer", "editing")
@@ -109,9 +110,8 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
     """TER-GAN's x_bar and the two references against the truth of each pair: {answer: {l1, ssim}}, and
     with `judges` ({name: (predict, expected class per pair)}, e.g. an expression judge expecting the
     source's expression and an identity judge expecting the target person) each answer's accuracy under
-    each judge; each answer's L1 to either input (where between x_t and x_s it lies); the images (inputs,
-    generated, truth) of the first eight pairs, for the figures. `loaded` must keep its SynthFER rendering
-    (`LoadedDataset.synth`)."""
+    each judge; each answer's L1 to either input (where between x_t and x_s it lies). The figures' images
+    are `grid`'s. `loaded` must keep its SynthFER rendering (`LoadedDataset.synth`)."""
     data = loaded.synth
     if data is None:
         raise FerlibError("ground truth needs SynthFER rendered at a square size (LoadedDataset.synth); a real "
@@ -119,13 +119,9 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
     sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
     x_s, x_t = model_inputs(loaded.images[sources], size), model_inputs(loaded.images[targets], size)
     truth = model_inputs(truth_of(data, pairs), size)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode([model]):
         generated = torch.cat([model.transfer(x_s[k:k + batch].to(device), x_t[k:k + batch].to(device)).cpu()
                                for k in range(0, len(pairs), batch)])
-    finally:
-        model.train(was_training)
     answers = {"TER-GAN": generated, "copy x_t": x_t, "copy x_s": x_s, "blend": (x_s + x_t) / 2, "truth": truth}
     scores = {name: pixel_scores(images, truth) | {"l1 to x_t": float((images - x_t).abs().mean()),
                                                    "l1 to x_s": float((images - x_s).abs().mean())}
@@ -134,8 +130,7 @@ def score(model, loaded, pairs: list[tuple[int, int]], size: int, device: torch.
         expected = np.asarray(expected)
         for name, images in answers.items():
             scores.setdefault(name, {})[f"{judge} judge %"] = float(100 * (predict(images) == expected).mean())
-    return {"pairs": len(pairs), "scores": scores,
-            "figure": {"source": x_s[:8], "target": x_t[:8], "generated": generated[:8], "truth": truth[:8]}}
+    return {"pairs": len(pairs), "scores": scores}
 
 
 def grid_rows(rows: pd.DataFrame, kind: str = "transfer", seed: int = 0, targets: int = 3
@@ -168,13 +163,9 @@ def grid(model, loaded, sources: list[int], targets: list[int], size: int, devic
     pairs = [(s, t) for t in targets for s in sources]
     x_s, x_t = model_inputs(loaded.images[sources], size), model_inputs(loaded.images[targets], size)
     truth = model_inputs(truth_of(loaded.synth, pairs), size)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode([model]):
         generated = torch.cat([model.transfer(x_s.to(device), x_t[k:k + 1].expand_as(x_s).to(device)).cpu()
                                for k in range(len(targets))])
-    finally:
-        model.train(was_training)
     shape = (len(targets), len(sources), *x_s.shape[1:])
     return {"source": x_s, "target": x_t, "generated": generated.reshape(shape), "truth": truth.reshape(shape)}
 
